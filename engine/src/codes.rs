@@ -62,7 +62,6 @@ reject_codes! {
     BookCapacityExceeded = 210, "order capacity of the engine exhausted";
     SymbolNotHalted = 211, "symbol is not halted";
     SymbolAlreadyHalted = 212, "symbol is already halted";
-    InvalidOrderType = 213, "invalid order type or time in force";
 }
 
 impl RejectCode {

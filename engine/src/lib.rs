@@ -21,6 +21,7 @@ pub mod codec;
 mod codes;
 mod command;
 pub mod engine;
+mod invariants;
 mod event;
 pub mod state;
 

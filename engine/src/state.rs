@@ -65,8 +65,8 @@ impl StateSink for StableHasher {
 
 impl Engine {
     /// Feeds the whole state, canonically ordered, to `sink`.
+    /// The sequence number is not part of the walk: see [`Engine::state_hash`].
     pub fn walk_state(&self, sink: &mut impl StateSink) {
-        sink.u64(self.last_seq);
         sink.u64(self.next_match_id);
         sink.u64(self.symbols.len() as u64);
         for (id, state) in self.symbols.iter().enumerate() {
@@ -156,7 +156,17 @@ impl Engine {
 
     /// Digest of the whole state: equal for two engines fed the same
     /// commands, whatever machine or process ran them.
+    /// It covers the last applied sequence number too.
     pub fn state_hash(&self) -> u64 {
+        let mut hasher = StableHasher::default();
+        hasher.u64(self.last_seq);
+        self.walk_state(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Digest of books and ledgers alone, without the sequence number:
+    /// equal before and after a rejected command.
+    pub fn content_hash(&self) -> u64 {
         let mut hasher = StableHasher::default();
         self.walk_state(&mut hasher);
         hasher.finish()
