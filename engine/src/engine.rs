@@ -180,7 +180,7 @@ impl Engine {
             config,
             ledger: Ledger::new(),
             symbols: Vec::new(),
-            orders: OrderSlab::new(config.order_capacity, config.max_orders),
+            orders: OrderSlab::new(config.order_capacity.min(config.max_orders), config.max_orders),
             accounts: Vec::new(),
             next_match_id: 1,
             last_seq: 0,
@@ -206,6 +206,45 @@ impl Engine {
     /// A live order's node.
     pub fn order(&self, id: OrderId) -> Option<&OrderNode> {
         self.orders.find(id).map(|slot| &self.orders.nodes[slot as usize])
+    }
+
+    /// Resting orders of one side of a symbol, in priority order.
+    pub fn orders_in_priority(
+        &self,
+        symbol: SymbolId,
+        side: Side,
+    ) -> impl Iterator<Item = (OrderId, &OrderNode)> + '_ {
+        let ladder = self.symbol(symbol).map(|state| state.ladder(side));
+        let levels = ladder.into_iter().flat_map(|ladder| {
+            ladder
+                .iter_best_first()
+                .map(move |index| ladder.levels[index as usize].head)
+        });
+        levels.flat_map(move |head| {
+            let mut cursor = head;
+            std::iter::from_fn(move || {
+                (cursor != NIL).then(|| {
+                    let slot = cursor;
+                    cursor = self.orders.nodes[slot as usize].next;
+                    (self.orders.id(slot), &self.orders.nodes[slot as usize])
+                })
+            })
+        })
+    }
+
+    /// An account's resting orders, in the order they first rested.
+    pub fn account_orders(&self, account: AccountId) -> impl Iterator<Item = OrderId> + '_ {
+        let head = self
+            .engine_account(account)
+            .map_or(NIL, |account| account.orders.head);
+        let mut cursor = head;
+        std::iter::from_fn(move || {
+            (cursor != NIL).then(|| {
+                let slot = cursor;
+                cursor = self.orders.nodes[slot as usize].account_next;
+                self.orders.id(slot)
+            })
+        })
     }
 
     /// Bytes held by preallocated order and level storage.
