@@ -61,7 +61,10 @@ impl<'a> Reader<'a> {
 
     fn take<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
         let end = self.position.checked_add(N).ok_or(CodecError::Truncated)?;
-        let slice = self.bytes.get(self.position..end).ok_or(CodecError::Truncated)?;
+        let slice = self
+            .bytes
+            .get(self.position..end)
+            .ok_or(CodecError::Truncated)?;
         self.position = end;
         Ok(slice.try_into().expect("length checked"))
     }
@@ -126,7 +129,13 @@ macro_rules! u8_enum_field {
         }
     )*};
 }
-u8_enum_field!(Side, OrderType, TimeInForce, SelfTradePrevention, CancelReason);
+u8_enum_field!(
+    Side,
+    OrderType,
+    TimeInForce,
+    SelfTradePrevention,
+    CancelReason
+);
 
 impl Field for RejectCode {
     fn put(&self, out: &mut Vec<u8>) {
@@ -166,7 +175,11 @@ macro_rules! struct_field {
         }
     };
 }
-struct_field!(Limits { max_order_qty: u64, max_order_notional: u64, max_open_orders: u32 });
+struct_field!(Limits {
+    max_order_qty: u64,
+    max_order_notional: u64,
+    max_open_orders: u32
+});
 struct_field!(SymbolSpec {
     tick_size: u64,
     lot_size: u64,

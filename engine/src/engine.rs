@@ -13,9 +13,7 @@ use crate::{
     CancelReason, Command, Event, OrderId, OrderType, RejectCode, SelfTradePrevention,
     SequencedCommand, SymbolSpec, TimeInForce,
 };
-use brokerx_risk::{
-    AccountId, Ledger, OrderTicket, Settlement, Side, SymbolId, MAX_SYMBOLS,
-};
+use brokerx_risk::{AccountId, Ledger, OrderTicket, Settlement, Side, SymbolId, MAX_SYMBOLS};
 
 /// Sizing of the engine's preallocated storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +78,9 @@ impl SymbolState {
     }
 
     fn max_fee(&self) -> u64 {
-        self.spec.maker_fee_per_share.max(self.spec.taker_fee_per_share)
+        self.spec
+            .maker_fee_per_share
+            .max(self.spec.taker_fee_per_share)
     }
 
     /// Cash a buy holds per share at `price`; zero for a sell.
@@ -91,7 +91,14 @@ impl SymbolState {
         }
     }
 
-    fn ticket(&self, account: u32, symbol: SymbolId, side: Side, price: u64, qty: u64) -> OrderTicket {
+    fn ticket(
+        &self,
+        account: u32,
+        symbol: SymbolId,
+        side: Side,
+        price: u64,
+        qty: u64,
+    ) -> OrderTicket {
         OrderTicket {
             account: AccountId(account),
             symbol,
@@ -157,12 +164,11 @@ fn crosses(taker: Side, limit: u64, level_price: u64) -> bool {
 
 fn band(spec: &SymbolSpec) -> Result<(u64, u64), RejectCode> {
     let invalid = Err(RejectCode::InvalidSymbolSpec);
-    if spec.tick_size == 0 || spec.lot_size == 0 || spec.band_bps == 0 || spec.band_bps > 10_000
-    {
+    if spec.tick_size == 0 || spec.lot_size == 0 || spec.band_bps == 0 || spec.band_bps > 10_000 {
         return invalid;
     }
     if spec.reference_price == 0
-        || spec.reference_price % spec.tick_size != 0
+        || !spec.reference_price.is_multiple_of(spec.tick_size)
         || spec.reference_price > u64::MAX / 4
     {
         return invalid;
@@ -180,7 +186,10 @@ impl Engine {
             config,
             ledger: Ledger::new(),
             symbols: Vec::new(),
-            orders: OrderSlab::new(config.order_capacity.min(config.max_orders), config.max_orders),
+            orders: OrderSlab::new(
+                config.order_capacity.min(config.max_orders),
+                config.max_orders,
+            ),
             accounts: Vec::new(),
             next_match_id: 1,
             last_seq: 0,
@@ -205,7 +214,9 @@ impl Engine {
 
     /// A live order's node.
     pub fn order(&self, id: OrderId) -> Option<&OrderNode> {
-        self.orders.find(id).map(|slot| &self.orders.nodes[slot as usize])
+        self.orders
+            .find(id)
+            .map(|slot| &self.orders.nodes[slot as usize])
     }
 
     /// Resting orders of one side of a symbol, in priority order.
@@ -426,9 +437,7 @@ impl Engine {
             }
             Command::Halt { symbol } | Command::Resume { symbol } => {
                 let halt = matches!(command, Command::Halt { .. });
-                let state = self
-                    .symbol_mut(symbol)
-                    .map_err(|c| (none, c, 0))?;
+                let state = self.symbol_mut(symbol).map_err(|c| (none, c, 0))?;
                 match (halt, state.halted) {
                     (true, true) => return Err((none, RejectCode::SymbolAlreadyHalted, 0)),
                     (false, false) => return Err((none, RejectCode::SymbolNotHalted, 0)),
@@ -559,7 +568,11 @@ impl Engine {
         let mut high = band_high;
         for side in [Side::Buy, Side::Sell] {
             let ladder = state.ladder(side);
-            for index in ladder.best().into_iter().chain(ladder.iter_best_first().last()) {
+            for index in ladder
+                .best()
+                .into_iter()
+                .chain(ladder.iter_best_first().last())
+            {
                 let resting = state.price_at(index);
                 low = low.min(resting);
                 high = high.max(resting);
@@ -592,14 +605,13 @@ impl Engine {
             .ok_or(RejectCode::UnknownAccount)
     }
 
-
     fn new_order(&mut self, order: &NewOrder, out: &mut Vec<Event>) -> Result<(), RejectCode> {
         self.engine_account(order.account)?;
         let state = self.symbol(order.symbol).ok_or(RejectCode::UnknownSymbol)?;
         if state.halted {
             return Err(RejectCode::SymbolHalted);
         }
-        if order.qty == 0 || order.qty % state.spec.lot_size != 0 {
+        if order.qty == 0 || !order.qty.is_multiple_of(state.spec.lot_size) {
             return Err(RejectCode::InvalidQuantity);
         }
         let price = match order.order_type {
@@ -709,7 +721,9 @@ impl Engine {
             if self.orders.nodes[slot as usize].leaves == 0 {
                 return MatchEnd::Filled;
             }
-            let state = self.symbols[symbol.0 as usize].as_ref().expect("known symbol");
+            let state = self.symbols[symbol.0 as usize]
+                .as_ref()
+                .expect("known symbol");
             let Some(index) = state.ladder(side.opposite()).best() else {
                 return MatchEnd::Exhausted;
             };
@@ -718,7 +732,9 @@ impl Engine {
                 return MatchEnd::Exhausted;
             }
             let stopped = self.match_level(slot, index, level_price, mode, out);
-            let state = self.symbols[symbol.0 as usize].as_ref().expect("known symbol");
+            let state = self.symbols[symbol.0 as usize]
+                .as_ref()
+                .expect("known symbol");
             out.push(state.level_event(symbol, side.opposite(), index));
             if stopped {
                 return MatchEnd::SelfTrade;
@@ -783,15 +799,23 @@ impl Engine {
         let qty = taker.leaves.min(maker.leaves);
         let side = side_of(&taker);
         let symbol = SymbolId(taker.symbol);
-        let state = self.symbols[symbol.0 as usize].as_mut().expect("known symbol");
+        let state = self.symbols[symbol.0 as usize]
+            .as_mut()
+            .expect("known symbol");
 
         let (buyer, seller) = match side {
             Side::Buy => (&taker, &maker),
             Side::Sell => (&maker, &taker),
         };
         let (buyer_fee, seller_fee) = match side {
-            Side::Buy => (state.spec.taker_fee_per_share, state.spec.maker_fee_per_share),
-            Side::Sell => (state.spec.maker_fee_per_share, state.spec.taker_fee_per_share),
+            Side::Buy => (
+                state.spec.taker_fee_per_share,
+                state.spec.maker_fee_per_share,
+            ),
+            Side::Sell => (
+                state.spec.maker_fee_per_share,
+                state.spec.taker_fee_per_share,
+            ),
         };
         let taker_leaves = taker.leaves - qty;
         let maker_leaves = maker.leaves - qty;
@@ -804,8 +828,16 @@ impl Engine {
             buyer_fee_per_share: buyer_fee,
             seller: AccountId(seller.account),
             seller_fee_per_share: seller_fee,
-            buyer_order_closed: if side == Side::Buy { taker_leaves == 0 } else { maker_leaves == 0 },
-            seller_order_closed: if side == Side::Sell { taker_leaves == 0 } else { maker_leaves == 0 },
+            buyer_order_closed: if side == Side::Buy {
+                taker_leaves == 0
+            } else {
+                maker_leaves == 0
+            },
+            seller_order_closed: if side == Side::Sell {
+                taker_leaves == 0
+            } else {
+                maker_leaves == 0
+            },
         };
         self.ledger.settle(&settlement);
         let (taker_fee, maker_fee) = match side {
@@ -840,7 +872,9 @@ impl Engine {
         if maker_leaves == 0 {
             // Fully filled: off its level and account list; the ledger
             // already closed it.
-            state.ladder_mut(side.opposite()).unlink(nodes, index, maker_slot);
+            state
+                .ladder_mut(side.opposite())
+                .unlink(nodes, index, maker_slot);
             self.accounts[maker.account as usize]
                 .as_mut()
                 .expect("known account")
@@ -857,7 +891,8 @@ impl Engine {
         match end {
             MatchEnd::Filled => {
                 if node.has(FLAG_IN_ACCOUNT) {
-                    account_orders(&mut self.accounts, node.account).unlink(&mut self.orders.nodes, slot);
+                    account_orders(&mut self.accounts, node.account)
+                        .unlink(&mut self.orders.nodes, slot);
                 }
                 self.orders.free(slot);
             }
@@ -877,11 +912,16 @@ impl Engine {
         let side = side_of(&node);
         let symbol = SymbolId(node.symbol);
         if !node.has(FLAG_IN_ACCOUNT) {
-            account_orders(&mut self.accounts, node.account).push_back(&mut self.orders.nodes, slot);
+            account_orders(&mut self.accounts, node.account)
+                .push_back(&mut self.orders.nodes, slot);
         }
-        let state = self.symbols[symbol.0 as usize].as_mut().expect("known symbol");
+        let state = self.symbols[symbol.0 as usize]
+            .as_mut()
+            .expect("known symbol");
         let index = state.index_of(node.price);
-        state.ladder_mut(side).push_back(&mut self.orders.nodes, index, slot);
+        state
+            .ladder_mut(side)
+            .push_back(&mut self.orders.nodes, index, slot);
         out.push(state.level_event(symbol, side, index));
     }
 
@@ -895,24 +935,42 @@ impl Engine {
 
     /// Removes a resting order from the book with a cancel event. The
     /// caller emits the level update.
-    fn remove_resting(&mut self, slot: u32, reason: CancelReason, tag: u64, out: &mut Vec<Event>) -> u32 {
+    fn remove_resting(
+        &mut self,
+        slot: u32,
+        reason: CancelReason,
+        tag: u64,
+        out: &mut Vec<Event>,
+    ) -> u32 {
         let node = self.orders.nodes[slot as usize];
         let side = side_of(&node);
-        let state = self.symbols[node.symbol as usize].as_mut().expect("known symbol");
+        let state = self.symbols[node.symbol as usize]
+            .as_mut()
+            .expect("known symbol");
         let index = state.index_of(node.price);
-        state.ladder_mut(side).unlink(&mut self.orders.nodes, index, slot);
+        state
+            .ladder_mut(side)
+            .unlink(&mut self.orders.nodes, index, slot);
         self.release_and_free(slot, reason, tag, out);
         index
     }
 
-    fn release_and_free(&mut self, slot: u32, reason: CancelReason, tag: u64, out: &mut Vec<Event>) {
+    fn release_and_free(
+        &mut self,
+        slot: u32,
+        reason: CancelReason,
+        tag: u64,
+        out: &mut Vec<Event>,
+    ) {
         let node = self.orders.nodes[slot as usize];
         let side = side_of(&node);
         let symbol = SymbolId(node.symbol);
         if node.has(FLAG_IN_ACCOUNT) {
             account_orders(&mut self.accounts, node.account).unlink(&mut self.orders.nodes, slot);
         }
-        let state = self.symbols[symbol.0 as usize].as_ref().expect("known symbol");
+        let state = self.symbols[symbol.0 as usize]
+            .as_ref()
+            .expect("known symbol");
         let ticket = state.ticket(node.account, symbol, side, node.price, node.leaves);
         self.ledger.release(&ticket, true);
         out.push(Event::OrderCancelled {
@@ -932,7 +990,10 @@ impl Engine {
         self.engine_account(account)?;
         let slot = self.orders.find(order_id).ok_or(RejectCode::UnknownOrder)?;
         let node = &self.orders.nodes[slot as usize];
-        assert!(node.has(FLAG_IN_LEVEL), "between commands every live order rests");
+        assert!(
+            node.has(FLAG_IN_LEVEL),
+            "between commands every live order rests"
+        );
         if node.account != account.0 {
             return Err(RejectCode::NotOrderOwner);
         }
@@ -951,10 +1012,18 @@ impl Engine {
         Ok(())
     }
 
-    fn cancel_with_level(&mut self, slot: u32, reason: CancelReason, tag: u64, out: &mut Vec<Event>) {
+    fn cancel_with_level(
+        &mut self,
+        slot: u32,
+        reason: CancelReason,
+        tag: u64,
+        out: &mut Vec<Event>,
+    ) {
         let node = self.orders.nodes[slot as usize];
         let index = self.remove_resting(slot, reason, tag, out);
-        let state = self.symbols[node.symbol as usize].as_ref().expect("known symbol");
+        let state = self.symbols[node.symbol as usize]
+            .as_ref()
+            .expect("known symbol");
         out.push(state.level_event(SymbolId(node.symbol), side_of(&node), index));
     }
 
@@ -975,7 +1044,7 @@ impl Engine {
         if state.halted {
             return Err(RejectCode::SymbolHalted);
         }
-        if qty == 0 || qty % state.spec.lot_size != 0 {
+        if qty == 0 || !qty.is_multiple_of(state.spec.lot_size) {
             return Err(RejectCode::InvalidQuantity);
         }
         check_price(state, price)?;
@@ -994,7 +1063,9 @@ impl Engine {
             priority_kept,
             tag,
         });
-        let state = self.symbols[symbol.0 as usize].as_mut().expect("known symbol");
+        let state = self.symbols[symbol.0 as usize]
+            .as_mut()
+            .expect("known symbol");
         let old_index = state.index_of(node.price);
         if priority_kept {
             state.ladder_mut(side).levels[old_index as usize].qty -= node.leaves - qty;
@@ -1002,7 +1073,9 @@ impl Engine {
             out.push(state.level_event(symbol, side, old_index));
             return Ok(());
         }
-        state.ladder_mut(side).unlink(&mut self.orders.nodes, old_index, slot);
+        state
+            .ladder_mut(side)
+            .unlink(&mut self.orders.nodes, old_index, slot);
         out.push(state.level_event(symbol, side, old_index));
         let stored = &mut self.orders.nodes[slot as usize];
         stored.price = price;
@@ -1049,7 +1122,9 @@ impl Engine {
         let mut count = 0;
         for side in [Side::Buy, Side::Sell] {
             loop {
-                let state = self.symbols[symbol.0 as usize].as_ref().expect("known symbol");
+                let state = self.symbols[symbol.0 as usize]
+                    .as_ref()
+                    .expect("known symbol");
                 let ladder = state.ladder(side);
                 let Some(index) = ladder.best() else { break };
                 let head = ladder.levels[index as usize].head;
@@ -1088,7 +1163,13 @@ impl Engine {
         expired
     }
 
-    fn expire_level(&mut self, symbol_index: usize, side: Side, index: u32, out: &mut Vec<Event>) -> u32 {
+    fn expire_level(
+        &mut self,
+        symbol_index: usize,
+        side: Side,
+        index: u32,
+        out: &mut Vec<Event>,
+    ) -> u32 {
         let symbol = SymbolId(symbol_index as u32);
         let mut cursor = self.symbols[symbol_index]
             .as_ref()
@@ -1105,7 +1186,9 @@ impl Engine {
                 continue;
             }
             let state = self.symbols[symbol_index].as_mut().expect("present");
-            state.ladder_mut(side).unlink(&mut self.orders.nodes, index, slot);
+            state
+                .ladder_mut(side)
+                .unlink(&mut self.orders.nodes, index, slot);
             account_orders(&mut self.accounts, node.account).unlink(&mut self.orders.nodes, slot);
             let state = self.symbols[symbol_index].as_ref().expect("present");
             let ticket = state.ticket(node.account, symbol, side, node.price, node.leaves);
@@ -1165,7 +1248,7 @@ fn reject(account: AccountId, order_id: OrderId, code: RejectCode, tag: u64) -> 
 }
 
 fn check_price(state: &SymbolState, price: u64) -> Result<(), RejectCode> {
-    if price == 0 || price % state.spec.tick_size != 0 {
+    if price == 0 || !price.is_multiple_of(state.spec.tick_size) {
         return Err(RejectCode::InvalidPrice);
     }
     if price < state.band_low || price > state.band_high {
@@ -1173,7 +1256,6 @@ fn check_price(state: &SymbolState, price: u64) -> Result<(), RejectCode> {
     }
     Ok(())
 }
-
 
 fn account_orders(accounts: &mut [Option<EngineAccount>], account: u32) -> &mut AccountOrders {
     &mut accounts[account as usize]

@@ -18,7 +18,9 @@ impl Engine {
         for (symbol_index, state) in self.symbols.iter().enumerate() {
             let Some(state) = state else { continue };
             let symbol = SymbolId(symbol_index as u32);
-            if let (Some(bid), Some(ask)) = (state.best_price(Side::Buy), state.best_price(Side::Sell)) {
+            if let (Some(bid), Some(ask)) =
+                (state.best_price(Side::Buy), state.best_price(Side::Sell))
+            {
                 if bid >= ask {
                     return Err(format!("{symbol:?} crossed: bid {bid} >= ask {ask}"));
                 }
@@ -31,7 +33,11 @@ impl Engine {
                     let mut previous = NIL;
                     let (mut count, mut qty) = (0u32, 0u64);
                     while cursor != NIL {
-                        let node = self.orders.nodes.get(cursor as usize).ok_or("link out of slab")?;
+                        let node = self
+                            .orders
+                            .nodes
+                            .get(cursor as usize)
+                            .ok_or("link out of slab")?;
                         let here = format!("{symbol:?} {side:?} level {index} slot {cursor}");
                         if node.flags != FLAG_LIVE | FLAG_IN_LEVEL | FLAG_IN_ACCOUNT {
                             return Err(format!("{here}: flags {:#x}", node.flags));
@@ -53,7 +59,10 @@ impl Engine {
                         match side {
                             Side::Buy => {
                                 let unit = node.price
-                                    + state.spec.maker_fee_per_share.max(state.spec.taker_fee_per_share);
+                                    + state
+                                        .spec
+                                        .maker_fee_per_share
+                                        .max(state.spec.taker_fee_per_share);
                                 reserved_cash[account] += node.leaves as u128 * unit as u128;
                             }
                             Side::Sell => {
@@ -70,7 +79,9 @@ impl Engine {
                         cursor = node.next;
                     }
                     if previous != level.tail || count != level.orders || qty != level.qty {
-                        return Err(format!("{symbol:?} {side:?} level {index}: aggregate mismatch"));
+                        return Err(format!(
+                            "{symbol:?} {side:?} level {index}: aggregate mismatch"
+                        ));
                     }
                 }
             }
@@ -89,9 +100,13 @@ impl Engine {
             while cursor != NIL {
                 let node = &self.orders.nodes[cursor as usize];
                 if node.account != id.0 || !seen_in_level[cursor as usize] {
-                    return Err(format!("{id:?}: slot {cursor} listed but not its resting order"));
+                    return Err(format!(
+                        "{id:?}: slot {cursor} listed but not its resting order"
+                    ));
                 }
-                if std::mem::replace(&mut seen_in_account[cursor as usize], true) || node.account_prev != previous {
+                if std::mem::replace(&mut seen_in_account[cursor as usize], true)
+                    || node.account_prev != previous
+                {
                     return Err(format!("{id:?}: account list broken at slot {cursor}"));
                 }
                 previous = cursor;
@@ -100,7 +115,13 @@ impl Engine {
             if previous != engine_account.orders.tail {
                 return Err(format!("{id:?}: account list tail mismatch"));
             }
-            check_account_holds(id, account, &reserved_cash, &reserved_shares, &resting_per_account)?;
+            check_account_holds(
+                id,
+                account,
+                &reserved_cash,
+                &reserved_shares,
+                &resting_per_account,
+            )?;
         }
 
         let resting = seen_in_level.iter().filter(|seen| **seen).count();
@@ -112,7 +133,9 @@ impl Engine {
         }
         let free = self.orders.free_slots().count();
         if free + resting != slots {
-            return Err(format!("slab leak: {free} free + {resting} live != {slots}"));
+            return Err(format!(
+                "slab leak: {free} free + {resting} live != {slots}"
+            ));
         }
         Ok(())
     }
@@ -141,7 +164,12 @@ fn check_account_holds(
             ));
         }
     }
-    if reserved_shares[index].len() > account.positions().len() && reserved_shares[index].iter().skip(account.positions().len()).any(|n| *n != 0) {
+    if reserved_shares[index].len() > account.positions().len()
+        && reserved_shares[index]
+            .iter()
+            .skip(account.positions().len())
+            .any(|n| *n != 0)
+    {
         return Err(format!("{id:?}: resting sells without a position"));
     }
     if account.open_orders != resting_per_account[index] {

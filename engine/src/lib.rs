@@ -21,8 +21,8 @@ pub mod codec;
 mod codes;
 mod command;
 pub mod engine;
-mod invariants;
 mod event;
+mod invariants;
 pub mod state;
 
 pub use brokerx_risk::{AccountId, Limits, Side, SymbolId};

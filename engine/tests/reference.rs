@@ -18,8 +18,22 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 
 const SPECS: [SymbolSpec; 2] = [
-    SymbolSpec { tick_size: 10, lot_size: 10, reference_price: 10_000, band_bps: 500, maker_fee_per_share: 1, taker_fee_per_share: 2 },
-    SymbolSpec { tick_size: 1, lot_size: 1, reference_price: 2_000, band_bps: 200, maker_fee_per_share: 0, taker_fee_per_share: 3 },
+    SymbolSpec {
+        tick_size: 10,
+        lot_size: 10,
+        reference_price: 10_000,
+        band_bps: 500,
+        maker_fee_per_share: 1,
+        taker_fee_per_share: 2,
+    },
+    SymbolSpec {
+        tick_size: 1,
+        lot_size: 1,
+        reference_price: 2_000,
+        band_bps: 200,
+        maker_fee_per_share: 0,
+        taker_fee_per_share: 3,
+    },
 ];
 const ACCOUNTS: u32 = 4;
 
@@ -38,7 +52,11 @@ struct Pair {
 
 impl Pair {
     fn new(max_orders: u32) -> Pair {
-        let config = EngineConfig { order_capacity: 16, max_orders, max_ladder_levels: 1 << 16 };
+        let config = EngineConfig {
+            order_capacity: 16,
+            max_orders,
+            max_ladder_levels: 1 << 16,
+        };
         let mut pair = Pair {
             engine: Engine::new(config),
             model: Model::new(max_orders, 1 << 16),
@@ -47,7 +65,10 @@ impl Pair {
             engine_to_model: BTreeMap::new(),
         };
         for (i, spec) in SPECS.iter().enumerate() {
-            pair.step(Command::AddSymbol { symbol: SymbolId(i as u32), spec: *spec });
+            pair.step(Command::AddSymbol {
+                symbol: SymbolId(i as u32),
+                spec: *spec,
+            });
         }
         for account in 1..=ACCOUNTS {
             let account = AccountId(account);
@@ -56,17 +77,30 @@ impl Pair {
                 1 => SelfTradePrevention::CancelOldest,
                 _ => SelfTradePrevention::CancelBoth,
             };
-            pair.step(Command::CreateAccount { account, limits: Limits::UNLIMITED, self_trade });
-            pair.step(Command::DepositCash { account, amount: 3_000_000, tag: 0 });
+            pair.step(Command::CreateAccount {
+                account,
+                limits: Limits::UNLIMITED,
+                self_trade,
+            });
+            pair.step(Command::DepositCash {
+                account,
+                amount: 3_000_000,
+                tag: 0,
+            });
             for symbol in 0..2 {
-                pair.step(Command::DepositShares { account, symbol: SymbolId(symbol), qty: 1_500, tag: 0 });
+                pair.step(Command::DepositShares {
+                    account,
+                    symbol: SymbolId(symbol),
+                    qty: 1_500,
+                    tag: 0,
+                });
             }
         }
         pair
     }
 
     fn pick_order(&self, raw: u64) -> (OrderId, OrderId, AccountId) {
-        if self.known.is_empty() || raw % 16 == 0 {
+        if self.known.is_empty() || raw.is_multiple_of(16) {
             let garbage = OrderId(0xFFFF_FFFF_0000_0000 | (raw % 7));
             return (garbage, garbage, AccountId(1 + (raw % 4) as u32));
         }
@@ -80,11 +114,27 @@ impl Pair {
     fn command(&self, (kind, a, b, c): RawOp) -> (Command, Command) {
         let account = AccountId(1 + (a % ACCOUNTS as u64) as u32);
         let symbol_index = (a >> 8) % 2;
-        let symbol = SymbolId(if (a >> 16) % 50 == 0 { 7 } else { symbol_index as u32 });
+        let symbol = SymbolId(if (a >> 16) % 50 == 0 {
+            7
+        } else {
+            symbol_index as u32
+        });
         let spec = SPECS[symbol_index as usize];
         let side = if b % 2 == 0 { Side::Buy } else { Side::Sell };
-        let tif = [TimeInForce::Gtc, TimeInForce::Day, TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok][((b >> 1) % 5) as usize];
-        let stp = [SelfTradePrevention::AccountDefault, SelfTradePrevention::AccountDefault, SelfTradePrevention::CancelNewest, SelfTradePrevention::CancelOldest, SelfTradePrevention::CancelBoth][((b >> 4) % 5) as usize];
+        let tif = [
+            TimeInForce::Gtc,
+            TimeInForce::Day,
+            TimeInForce::Gtc,
+            TimeInForce::Ioc,
+            TimeInForce::Fok,
+        ][((b >> 1) % 5) as usize];
+        let stp = [
+            SelfTradePrevention::AccountDefault,
+            SelfTradePrevention::AccountDefault,
+            SelfTradePrevention::CancelNewest,
+            SelfTradePrevention::CancelOldest,
+            SelfTradePrevention::CancelBoth,
+        ][((b >> 4) % 5) as usize];
         // Prices cluster around the reference so orders cross often; a few
         // fall off the tick grid or outside the band.
         let offset = ((c % 15) as i64 - 7) * spec.tick_size as i64;
@@ -105,51 +155,138 @@ impl Pair {
         let tag = c >> 40;
         let same = |command: Command| (command, command);
         match kind % 100 {
-            0..=39 => same(Command::NewOrder { account, symbol, side, order_type: OrderType::Limit, tif, price, qty, self_trade: stp, tag }),
-            40..=46 => same(Command::NewOrder { account, symbol, side, order_type: OrderType::Market, tif, price: 0, qty, self_trade: stp, tag }),
-            47..=60 | 61..=74 => {
+            0..=39 => same(Command::NewOrder {
+                account,
+                symbol,
+                side,
+                order_type: OrderType::Limit,
+                tif,
+                price,
+                qty,
+                self_trade: stp,
+                tag,
+            }),
+            40..=46 => same(Command::NewOrder {
+                account,
+                symbol,
+                side,
+                order_type: OrderType::Market,
+                tif,
+                price: 0,
+                qty,
+                self_trade: stp,
+                tag,
+            }),
+            47..=74 => {
                 let (engine_id, model_id, owner) = self.pick_order(b);
                 let who = if a % 10 == 0 { account } else { owner };
                 // Most replaces start from the order's own price and size:
                 // same price with less, equal or more quantity, or a step.
                 let (price, qty) = match (self.engine.order(engine_id), (c >> 48) % 5) {
                     (Some(node), 0) => (node.price, node.leaves),
-                    (Some(node), 1) => (node.price, node.leaves.saturating_sub(spec.lot_size).max(spec.lot_size)),
+                    (Some(node), 1) => (
+                        node.price,
+                        node.leaves.saturating_sub(spec.lot_size).max(spec.lot_size),
+                    ),
                     (Some(node), 2) => (node.price, node.leaves + spec.lot_size),
                     (Some(node), 3) => (node.price.saturating_add_signed(offset / 7), node.leaves),
                     _ => (price, qty),
                 };
                 if kind % 100 <= 60 {
-                    (Command::Cancel { account: who, order_id: engine_id, tag }, Command::Cancel { account: who, order_id: model_id, tag })
+                    (
+                        Command::Cancel {
+                            account: who,
+                            order_id: engine_id,
+                            tag,
+                        },
+                        Command::Cancel {
+                            account: who,
+                            order_id: model_id,
+                            tag,
+                        },
+                    )
                 } else {
-                    let replace = |order_id| Command::Replace { account: who, order_id, price, qty, tag };
+                    let replace = |order_id| Command::Replace {
+                        account: who,
+                        order_id,
+                        price,
+                        qty,
+                        tag,
+                    };
                     (replace(engine_id), replace(model_id))
                 }
             }
-            75..=77 => same(Command::MassCancelAccount { account, symbol: (b % 2 == 0).then_some(symbol), tag }),
+            75..=77 => same(Command::MassCancelAccount {
+                account,
+                symbol: (b % 2 == 0).then_some(symbol),
+                tag,
+            }),
             78 => same(Command::MassCancelSymbol { symbol, tag }),
-            79..=80 => same(Command::DepositCash { account, amount: c % 500_000, tag }),
-            81..=82 => same(Command::WithdrawCash { account, amount: c % 500_000, tag }),
-            83 => same(Command::DepositShares { account, symbol, qty: c % 300, tag }),
-            84 => same(Command::WithdrawShares { account, symbol, qty: c % 300, tag }),
-            85 => same(if b % 4 == 0 { Command::Halt { symbol } } else { Command::Resume { symbol } }),
+            79..=80 => same(Command::DepositCash {
+                account,
+                amount: c % 500_000,
+                tag,
+            }),
+            81..=82 => same(Command::WithdrawCash {
+                account,
+                amount: c % 500_000,
+                tag,
+            }),
+            83 => same(Command::DepositShares {
+                account,
+                symbol,
+                qty: c % 300,
+                tag,
+            }),
+            84 => same(Command::WithdrawShares {
+                account,
+                symbol,
+                qty: c % 300,
+                tag,
+            }),
+            85 => same(if b % 4 == 0 {
+                Command::Halt { symbol }
+            } else {
+                Command::Resume { symbol }
+            }),
             86 => same(Command::SuspendAccount { account }),
             87..=88 => same(Command::ReinstateAccount { account }),
             89 => {
                 let limits = if b % 3 != 0 {
                     Limits::UNLIMITED
                 } else {
-                    Limits { max_order_qty: 1 + c % 100, max_order_notional: c % 1_000_000, max_open_orders: (b % 5) as u32 }
+                    Limits {
+                        max_order_qty: 1 + c % 100,
+                        max_order_notional: c % 1_000_000,
+                        max_open_orders: (b % 5) as u32,
+                    }
                 };
                 same(Command::SetLimits { account, limits })
             }
             90..=91 => same(Command::EndOfDay),
             92 => {
                 let shift = ((c % 5) as i64 - 2) * spec.tick_size as i64 * 20;
-                same(Command::SetReferencePrice { symbol, price: (spec.reference_price as i64 + shift) as u64 })
+                same(Command::SetReferencePrice {
+                    symbol,
+                    price: (spec.reference_price as i64 + shift) as u64,
+                })
             }
-            93 => same(Command::CreateAccount { account: AccountId(1 + (a % 6) as u32), limits: Limits::UNLIMITED, self_trade: stp }),
-            _ => same(Command::NewOrder { account: AccountId(9), symbol, side, order_type: OrderType::Limit, tif, price, qty, self_trade: stp, tag }),
+            93 => same(Command::CreateAccount {
+                account: AccountId(1 + (a % 6) as u32),
+                limits: Limits::UNLIMITED,
+                self_trade: stp,
+            }),
+            _ => same(Command::NewOrder {
+                account: AccountId(9),
+                symbol,
+                side,
+                order_type: OrderType::Limit,
+                tif,
+                price,
+                qty,
+                self_trade: stp,
+                tag,
+            }),
         }
     }
 
@@ -157,10 +294,25 @@ impl Pair {
     fn step_pair(&mut self, engine_command: Command, model_command: Command) {
         self.seq += 1;
         let mut events = Vec::new();
-        self.engine.apply(&SequencedCommand { seq: self.seq, timestamp_ns: self.seq * 7, command: engine_command }, &mut events);
+        self.engine.apply(
+            &SequencedCommand {
+                seq: self.seq,
+                timestamp_ns: self.seq * 7,
+                command: engine_command,
+            },
+            &mut events,
+        );
         let expected = self.model.apply(&model_command);
         for (got, want) in events.iter().zip(&expected) {
-            if let (Event::OrderAccepted { order_id: e, account, .. }, Event::OrderAccepted { order_id: m, .. }) = (got, want) {
+            if let (
+                Event::OrderAccepted {
+                    order_id: e,
+                    account,
+                    ..
+                },
+                Event::OrderAccepted { order_id: m, .. },
+            ) = (got, want)
+            {
                 self.engine_to_model.insert(*e, *m);
                 self.known.push((*e, *m, *account));
             }
@@ -189,7 +341,11 @@ impl Pair {
             | Event::OrderReplaced { order_id, .. }
             | Event::OrderCancelled { order_id, .. }
             | Event::OrderExpired { order_id, .. } => *order_id = self.map(*order_id),
-            Event::Trade { maker_order, taker_order, .. } => {
+            Event::Trade {
+                maker_order,
+                taker_order,
+                ..
+            } => {
                 *maker_order = self.map(*maker_order);
                 *taker_order = self.map(*taker_order);
             }
@@ -202,34 +358,83 @@ impl Pair {
     fn compare_state(&self) {
         type Row = (OrderId, u32, u64, u64, u64, u8);
         for (symbol, reference) in &self.model.symbols {
-            let state = self.engine.symbol(SymbolId(*symbol)).expect("symbol exists in both");
-            assert_eq!((state.band_low, state.band_high, state.halted), (reference.band_low, reference.band_high, reference.halted));
+            let state = self
+                .engine
+                .symbol(SymbolId(*symbol))
+                .expect("symbol exists in both");
+            assert_eq!(
+                (state.band_low, state.band_high, state.halted),
+                (reference.band_low, reference.band_high, reference.halted)
+            );
             for side in [Side::Buy, Side::Sell] {
                 let engine_rows: Vec<Row> = self
                     .engine
                     .orders_in_priority(SymbolId(*symbol), side)
                     .map(|(id, n)| (self.map(id), n.account, n.price, n.leaves, n.filled, n.tif))
                     .collect();
-                let mut sorted = reference.resting.iter().filter(|o| o.side == side).collect::<Vec<_>>();
+                let mut sorted = reference
+                    .resting
+                    .iter()
+                    .filter(|o| o.side == side)
+                    .collect::<Vec<_>>();
                 sorted.sort_by(|x, y| {
-                    let by_price = if side == Side::Buy { y.price.cmp(&x.price) } else { x.price.cmp(&y.price) };
+                    let by_price = if side == Side::Buy {
+                        y.price.cmp(&x.price)
+                    } else {
+                        x.price.cmp(&y.price)
+                    };
                     by_price.then(x.time.cmp(&y.time))
                 });
-                let model_rows: Vec<Row> = sorted.iter().map(|o| (OrderId(o.id), o.account, o.price, o.leaves, o.filled, o.tif as u8)).collect();
+                let model_rows: Vec<Row> = sorted
+                    .iter()
+                    .map(|o| {
+                        (
+                            OrderId(o.id),
+                            o.account,
+                            o.price,
+                            o.leaves,
+                            o.filled,
+                            o.tif as u8,
+                        )
+                    })
+                    .collect();
                 assert_eq!(engine_rows, model_rows, "book {symbol} {side:?}");
             }
         }
         let ledger = self.engine.ledger();
         for (id, reference) in &self.model.accounts {
-            let account = ledger.account(AccountId(*id)).expect("account exists in both");
-            assert_eq!((account.cash.available, account.cash.reserved), reference.cash, "cash of {id}");
-            assert_eq!((account.open_orders, account.suspended, account.limits), (reference.open_orders, reference.suspended, reference.limits));
+            let account = ledger
+                .account(AccountId(*id))
+                .expect("account exists in both");
+            assert_eq!(
+                (account.cash.available, account.cash.reserved),
+                reference.cash,
+                "cash of {id}"
+            );
+            assert_eq!(
+                (account.open_orders, account.suspended, account.limits),
+                (reference.open_orders, reference.suspended, reference.limits)
+            );
             for (symbol, position) in &reference.positions {
                 let real = account.position(SymbolId(*symbol));
-                assert_eq!((real.available, real.reserved), *position, "position of {id} in {symbol}");
+                assert_eq!(
+                    (real.available, real.reserved),
+                    *position,
+                    "position of {id} in {symbol}"
+                );
             }
-            let engine_list: Vec<OrderId> = self.engine.account_orders(AccountId(*id)).map(|o| self.map(o)).collect();
-            let mut model_list: Vec<_> = self.model.symbols.values().flat_map(|s| s.resting.iter()).filter(|o| o.account == *id).collect();
+            let engine_list: Vec<OrderId> = self
+                .engine
+                .account_orders(AccountId(*id))
+                .map(|o| self.map(o))
+                .collect();
+            let mut model_list: Vec<_> = self
+                .model
+                .symbols
+                .values()
+                .flat_map(|s| s.resting.iter())
+                .filter(|o| o.account == *id)
+                .collect();
             model_list.sort_by_key(|o| o.first_rested);
             let model_list: Vec<OrderId> = model_list.iter().map(|o| OrderId(o.id)).collect();
             assert_eq!(engine_list, model_list, "order list of account {id}");
@@ -272,14 +477,19 @@ fn raw_ops(seed: u64, count: usize) -> Vec<RawOp> {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     };
-    (0..count).map(|_| (next() as u8, next(), next(), next())).collect()
+    (0..count)
+        .map(|_| (next() as u8, next(), next(), next()))
+        .collect()
 }
 
 #[test]
 fn long_seeded_streams_match_the_reference_model() {
     for seed in 1..=4 {
         let pair = run(&raw_ops(seed, 5_000), 1 << 20);
-        assert!(pair.known.len() > 500, "seed {seed}: the stream must exercise the book");
+        assert!(
+            pair.known.len() > 500,
+            "seed {seed}: the stream must exercise the book"
+        );
     }
 }
 
@@ -292,4 +502,3 @@ fn replaying_the_same_stream_gives_the_same_hashes() {
     let other = run(&raw_ops(43, 3_000), 1 << 20);
     assert_ne!(first.engine.state_hash(), other.engine.state_hash());
 }
-

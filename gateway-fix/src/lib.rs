@@ -1,0 +1,1 @@
+//! Placeholder crate: see README.md for what it will hold.

@@ -68,7 +68,10 @@ fn band(spec: &SymbolSpec) -> R<(u64, u64)> {
     if spec.tick_size == 0 || spec.lot_size == 0 || spec.band_bps == 0 || spec.band_bps > 10_000 {
         return bad;
     }
-    if spec.reference_price == 0 || spec.reference_price % spec.tick_size != 0 || spec.reference_price > u64::MAX / 4 {
+    if spec.reference_price == 0
+        || !spec.reference_price.is_multiple_of(spec.tick_size)
+        || spec.reference_price > u64::MAX / 4
+    {
         return bad;
     }
     let width = (spec.reference_price as u128 * spec.band_bps as u128 / 10_000) as u64;
@@ -92,7 +95,12 @@ fn crosses(taker: Side, limit: u64, price: u64) -> bool {
 impl RSymbol {
     /// Resting orders of `side` in priority order.
     fn sorted(&self, side: Side) -> Vec<ROrder> {
-        let mut orders: Vec<ROrder> = self.resting.iter().filter(|o| o.side == side).cloned().collect();
+        let mut orders: Vec<ROrder> = self
+            .resting
+            .iter()
+            .filter(|o| o.side == side)
+            .cloned()
+            .collect();
         orders.sort_by(|a, b| {
             let by_price = match side {
                 Side::Buy => b.price.cmp(&a.price),
@@ -104,7 +112,11 @@ impl RSymbol {
     }
 
     fn level(&self, symbol: u32, side: Side, price: u64) -> Event {
-        let at: Vec<&ROrder> = self.resting.iter().filter(|o| o.side == side && o.price == price).collect();
+        let at: Vec<&ROrder> = self
+            .resting
+            .iter()
+            .filter(|o| o.side == side && o.price == price)
+            .collect();
         Event::BookLevel {
             symbol: SymbolId(symbol),
             side,
@@ -115,7 +127,11 @@ impl RSymbol {
     }
 
     fn take(&mut self, id: u64) -> ROrder {
-        let at = self.resting.iter().position(|o| o.id == id).expect("resting");
+        let at = self
+            .resting
+            .iter()
+            .position(|o| o.id == id)
+            .expect("resting");
         self.resting.remove(at)
     }
 }
@@ -152,22 +168,37 @@ impl Model {
     }
 
     fn account(&mut self, id: AccountId) -> R<&mut RAccount> {
-        self.accounts.get_mut(&id.0).ok_or(RejectCode::UnknownAccount)
+        self.accounts
+            .get_mut(&id.0)
+            .ok_or(RejectCode::UnknownAccount)
     }
 
     pub fn apply(&mut self, command: &Command) -> Vec<Event> {
         let mut out = Vec::new();
         if let Err((account, order_id, code, tag)) = self.dispatch(command, &mut out) {
-            out.push(Event::Rejected { account, order_id, code, tag });
+            out.push(Event::Rejected {
+                account,
+                order_id,
+                code,
+                tag,
+            });
         }
         out
     }
 
-    fn dispatch(&mut self, command: &Command, out: &mut Vec<Event>) -> Result<(), (AccountId, OrderId, RejectCode, u64)> {
+    fn dispatch(
+        &mut self,
+        command: &Command,
+        out: &mut Vec<Event>,
+    ) -> Result<(), (AccountId, OrderId, RejectCode, u64)> {
         let none = AccountId(0);
         let no = OrderId::NONE;
         match *command {
-            Command::CreateAccount { account, limits, self_trade } => {
+            Command::CreateAccount {
+                account,
+                limits,
+                self_trade,
+            } => {
                 if account.0 >= brokerx_risk::MAX_ACCOUNTS {
                     return Err((account, no, RejectCode::AccountIdOutOfRange, 0));
                 }
@@ -178,26 +209,52 @@ impl Model {
                     SelfTradePrevention::AccountDefault => SelfTradePrevention::CancelNewest,
                     mode => mode,
                 };
-                self.accounts.insert(account.0, RAccount { limits, stp: Some(stp), ..Default::default() });
+                self.accounts.insert(
+                    account.0,
+                    RAccount {
+                        limits,
+                        stp: Some(stp),
+                        ..Default::default()
+                    },
+                );
                 out.push(Event::AccountCreated { account, limits });
             }
             Command::SetLimits { account, limits } => {
-                self.account(account).map_err(|c| (account, no, c, 0))?.limits = limits;
+                self.account(account)
+                    .map_err(|c| (account, no, c, 0))?
+                    .limits = limits;
                 out.push(Event::LimitsSet { account, limits });
             }
-            Command::DepositCash { account, amount, tag } => {
+            Command::DepositCash {
+                account,
+                amount,
+                tag,
+            } => {
                 let e = |c| (account, no, c, tag);
                 if amount == 0 {
                     return Err(e(RejectCode::InvalidAmount));
                 }
-                let supply = self.cash_supply.checked_add(amount).ok_or(e(RejectCode::AmountOverflow))?;
+                let supply = self
+                    .cash_supply
+                    .checked_add(amount)
+                    .ok_or(e(RejectCode::AmountOverflow))?;
                 let a = self.account(account).map_err(e)?;
                 a.cash.0 += amount;
                 let available = a.cash.0;
                 self.cash_supply = supply;
-                out.push(Event::CashMoved { account, amount, credit: true, available, tag });
+                out.push(Event::CashMoved {
+                    account,
+                    amount,
+                    credit: true,
+                    available,
+                    tag,
+                });
             }
-            Command::WithdrawCash { account, amount, tag } => {
+            Command::WithdrawCash {
+                account,
+                amount,
+                tag,
+            } => {
                 let e = |c| (account, no, c, tag);
                 if amount == 0 {
                     return Err(e(RejectCode::InvalidAmount));
@@ -209,9 +266,26 @@ impl Model {
                 a.cash.0 -= amount;
                 let available = a.cash.0;
                 self.cash_supply -= amount;
-                out.push(Event::CashMoved { account, amount, credit: false, available, tag });
+                out.push(Event::CashMoved {
+                    account,
+                    amount,
+                    credit: false,
+                    available,
+                    tag,
+                });
             }
-            Command::DepositShares { account, symbol, qty, tag } | Command::WithdrawShares { account, symbol, qty, tag } => {
+            Command::DepositShares {
+                account,
+                symbol,
+                qty,
+                tag,
+            }
+            | Command::WithdrawShares {
+                account,
+                symbol,
+                qty,
+                tag,
+            } => {
                 let credit = matches!(command, Command::DepositShares { .. });
                 let e = |c| (account, no, c, tag);
                 if !self.symbols.contains_key(&symbol.0) {
@@ -222,7 +296,9 @@ impl Model {
                 }
                 let supply = *self.share_supply.get(&symbol.0).unwrap_or(&0);
                 let new_supply = if credit {
-                    supply.checked_add(qty).ok_or(e(RejectCode::AmountOverflow))?
+                    supply
+                        .checked_add(qty)
+                        .ok_or(e(RejectCode::AmountOverflow))?
                 } else {
                     supply.wrapping_sub(qty)
                 };
@@ -238,7 +314,14 @@ impl Model {
                 }
                 let available = position.0;
                 self.share_supply.insert(symbol.0, new_supply);
-                out.push(Event::SharesMoved { account, symbol, qty, credit, available, tag });
+                out.push(Event::SharesMoved {
+                    account,
+                    symbol,
+                    qty,
+                    credit,
+                    available,
+                    tag,
+                });
             }
             Command::AddSymbol { symbol, spec } => {
                 let e = |c| (none, no, c, 0);
@@ -252,29 +335,68 @@ impl Model {
                 if (band_high - band_low) / spec.tick_size + 1 > self.max_levels {
                     return Err(e(RejectCode::InvalidSymbolSpec));
                 }
-                self.symbols.insert(symbol.0, RSymbol { spec, band_low, band_high, halted: false, resting: Vec::new() });
-                out.push(Event::SymbolAdded { symbol, band_low, band_high });
+                self.symbols.insert(
+                    symbol.0,
+                    RSymbol {
+                        spec,
+                        band_low,
+                        band_high,
+                        halted: false,
+                        resting: Vec::new(),
+                    },
+                );
+                out.push(Event::SymbolAdded {
+                    symbol,
+                    band_low,
+                    band_high,
+                });
             }
             Command::SetReferencePrice { symbol, price } => {
                 let e = |c| (none, no, c, 0);
                 let max_levels = self.max_levels;
-                let s = self.symbols.get_mut(&symbol.0).ok_or(e(RejectCode::UnknownSymbol))?;
-                let spec = SymbolSpec { reference_price: price, ..s.spec };
+                let s = self
+                    .symbols
+                    .get_mut(&symbol.0)
+                    .ok_or(e(RejectCode::UnknownSymbol))?;
+                let spec = SymbolSpec {
+                    reference_price: price,
+                    ..s.spec
+                };
                 let (band_low, band_high) = band(&spec).map_err(|_| e(RejectCode::InvalidPrice))?;
-                let low = s.resting.iter().map(|o| o.price).chain([band_low]).min().unwrap();
-                let high = s.resting.iter().map(|o| o.price).chain([band_high]).max().unwrap();
+                let low = s
+                    .resting
+                    .iter()
+                    .map(|o| o.price)
+                    .chain([band_low])
+                    .min()
+                    .unwrap();
+                let high = s
+                    .resting
+                    .iter()
+                    .map(|o| o.price)
+                    .chain([band_high])
+                    .max()
+                    .unwrap();
                 if (high - low) / spec.tick_size + 1 > max_levels {
                     return Err(e(RejectCode::PriceOutsideBand));
                 }
                 s.spec = spec;
                 s.band_low = band_low;
                 s.band_high = band_high;
-                out.push(Event::ReferencePriceSet { symbol, price, band_low, band_high });
+                out.push(Event::ReferencePriceSet {
+                    symbol,
+                    price,
+                    band_low,
+                    band_high,
+                });
             }
             Command::Halt { symbol } | Command::Resume { symbol } => {
                 let halt = matches!(command, Command::Halt { .. });
                 let e = |c| (none, no, c, 0);
-                let s = self.symbols.get_mut(&symbol.0).ok_or(e(RejectCode::UnknownSymbol))?;
+                let s = self
+                    .symbols
+                    .get_mut(&symbol.0)
+                    .ok_or(e(RejectCode::UnknownSymbol))?;
                 if halt && s.halted {
                     return Err(e(RejectCode::SymbolAlreadyHalted));
                 }
@@ -282,20 +404,39 @@ impl Model {
                     return Err(e(RejectCode::SymbolNotHalted));
                 }
                 s.halted = halt;
-                out.push(Event::TradingStatus { symbol, halted: halt });
+                out.push(Event::TradingStatus {
+                    symbol,
+                    halted: halt,
+                });
             }
             Command::NewOrder { account, tag, .. } => {
-                self.new_order(command, out).map_err(|c| (account, no, c, tag))?;
+                self.new_order(command, out)
+                    .map_err(|c| (account, no, c, tag))?;
             }
-            Command::Cancel { account, order_id, tag } => {
+            Command::Cancel {
+                account,
+                order_id,
+                tag,
+            } => {
                 let e = |c| (account, order_id, c, tag);
                 let (symbol, _) = self.owned(account, order_id).map_err(e)?;
                 self.cancel_one(symbol, order_id.0, CancelReason::Requested, tag, out);
             }
-            Command::Replace { account, order_id, price, qty, tag } => {
-                self.replace(account, order_id, price, qty, tag, out).map_err(|c| (account, order_id, c, tag))?;
+            Command::Replace {
+                account,
+                order_id,
+                price,
+                qty,
+                tag,
+            } => {
+                self.replace(account, order_id, price, qty, tag, out)
+                    .map_err(|c| (account, order_id, c, tag))?;
             }
-            Command::MassCancelAccount { account, symbol, tag } => {
+            Command::MassCancelAccount {
+                account,
+                symbol,
+                tag,
+            } => {
                 let e = |c| (account, no, c, tag);
                 if let Some(symbol) = symbol {
                     if !self.symbols.contains_key(&symbol.0) {
@@ -305,16 +446,42 @@ impl Model {
                 if !self.accounts.contains_key(&account.0) {
                     return Err(e(RejectCode::UnknownAccount));
                 }
-                let count = self.cancel_account(account.0, symbol.map(|s| s.0), CancelReason::MassCancel, tag, out);
-                out.push(Event::MassCancelled { account: Some(account), symbol, count, tag });
+                let count = self.cancel_account(
+                    account.0,
+                    symbol.map(|s| s.0),
+                    CancelReason::MassCancel,
+                    tag,
+                    out,
+                );
+                out.push(Event::MassCancelled {
+                    account: Some(account),
+                    symbol,
+                    count,
+                    tag,
+                });
             }
             Command::MassCancelSymbol { symbol, tag } => {
-                let s = self.symbols.get(&symbol.0).ok_or((none, no, RejectCode::UnknownSymbol, tag))?;
-                let order: Vec<u64> = s.sorted(Side::Buy).iter().chain(s.sorted(Side::Sell).iter()).map(|o| o.id).collect();
+                let s = self.symbols.get(&symbol.0).ok_or((
+                    none,
+                    no,
+                    RejectCode::UnknownSymbol,
+                    tag,
+                ))?;
+                let order: Vec<u64> = s
+                    .sorted(Side::Buy)
+                    .iter()
+                    .chain(s.sorted(Side::Sell).iter())
+                    .map(|o| o.id)
+                    .collect();
                 for id in &order {
                     self.cancel_one(symbol.0, *id, CancelReason::MassCancel, tag, out);
                 }
-                out.push(Event::MassCancelled { account: None, symbol: Some(symbol), count: order.len() as u32, tag });
+                out.push(Event::MassCancelled {
+                    account: None,
+                    symbol: Some(symbol),
+                    count: order.len() as u32,
+                    tag,
+                });
             }
             Command::SuspendAccount { account } => {
                 let a = self.account(account).map_err(|c| (account, no, c, 0))?;
@@ -322,7 +489,8 @@ impl Model {
                     return Err((account, no, RejectCode::AccountSuspended, 0));
                 }
                 a.suspended = true;
-                let cancelled = self.cancel_account(account.0, None, CancelReason::KillSwitch, 0, out);
+                let cancelled =
+                    self.cancel_account(account.0, None, CancelReason::KillSwitch, 0, out);
                 out.push(Event::AccountSuspended { account, cancelled });
             }
             Command::ReinstateAccount { account } => {
@@ -338,7 +506,11 @@ impl Model {
                 let symbols: Vec<u32> = self.symbols.keys().copied().collect();
                 for symbol in symbols {
                     for side in [Side::Buy, Side::Sell] {
-                        let day: Vec<ROrder> = self.symbols[&symbol].sorted(side).into_iter().filter(|o| o.tif == TimeInForce::Day).collect();
+                        let day: Vec<ROrder> = self.symbols[&symbol]
+                            .sorted(side)
+                            .into_iter()
+                            .filter(|o| o.tif == TimeInForce::Day)
+                            .collect();
                         for order in day {
                             let s = self.symbols.get_mut(&symbol).unwrap();
                             s.take(order.id);
@@ -368,7 +540,12 @@ impl Model {
         let found = self
             .symbols
             .iter()
-            .find_map(|(id, s)| s.resting.iter().find(|o| o.id == order_id.0).map(|o| (*id, o.clone())))
+            .find_map(|(id, s)| {
+                s.resting
+                    .iter()
+                    .find(|o| o.id == order_id.0)
+                    .map(|o| (*id, o.clone()))
+            })
             .ok_or(RejectCode::UnknownOrder)?;
         if found.1.account != account.0 {
             return Err(RejectCode::NotOrderOwner);
@@ -379,7 +556,9 @@ impl Model {
     /// What an order holds: cash for a buy, shares for a sell.
     fn hold_of(&self, symbol: u32, side: Side, price: u64, qty: u64) -> R<u64> {
         match side {
-            Side::Buy => qty.checked_mul(price + max_fee(&self.symbols[&symbol].spec)).ok_or(RejectCode::AmountOverflow),
+            Side::Buy => qty
+                .checked_mul(price + max_fee(&self.symbols[&symbol].spec))
+                .ok_or(RejectCode::AmountOverflow),
             Side::Sell => Ok(qty),
         }
     }
@@ -406,7 +585,9 @@ impl Model {
     }
 
     fn release(&mut self, order: &ROrder, close: bool) {
-        let amount = self.hold_of(order.symbol, order.side, order.price, order.leaves).unwrap();
+        let amount = self
+            .hold_of(order.symbol, order.side, order.price, order.leaves)
+            .unwrap();
         let balance = self.balance(order.account, order.symbol, order.side);
         balance.1 -= amount;
         balance.0 += amount;
@@ -416,13 +597,27 @@ impl Model {
     }
 
     fn new_order(&mut self, command: &Command, out: &mut Vec<Event>) -> R<()> {
-        let Command::NewOrder { account, symbol, side, order_type, tif, price, qty, self_trade, tag } = *command else {
+        let Command::NewOrder {
+            account,
+            symbol,
+            side,
+            order_type,
+            tif,
+            price,
+            qty,
+            self_trade,
+            tag,
+        } = *command
+        else {
             unreachable!()
         };
         if !self.accounts.contains_key(&account.0) {
             return Err(RejectCode::UnknownAccount);
         }
-        let s = self.symbols.get(&symbol.0).ok_or(RejectCode::UnknownSymbol)?;
+        let s = self
+            .symbols
+            .get(&symbol.0)
+            .ok_or(RejectCode::UnknownSymbol)?;
         if s.halted {
             return Err(RejectCode::SymbolHalted);
         }
@@ -461,7 +656,17 @@ impl Model {
 
         let id = self.next_id;
         self.next_id += 1;
-        out.push(Event::OrderAccepted { order_id: OrderId(id), account, symbol, side, order_type, tif, price, qty, tag });
+        out.push(Event::OrderAccepted {
+            order_id: OrderId(id),
+            account,
+            symbol,
+            side,
+            order_type,
+            tif,
+            price,
+            qty,
+            tag,
+        });
         let tif = match (order_type, tif) {
             (OrderType::Market, TimeInForce::Day | TimeInForce::Gtc) => TimeInForce::Ioc,
             (_, tif) => tif,
@@ -531,7 +736,11 @@ impl Model {
             if !crosses(taker.side, taker.price, best) {
                 return End::Exhausted;
             }
-            let queue: Vec<ROrder> = s.sorted(opposite).into_iter().filter(|o| o.price == best).collect();
+            let queue: Vec<ROrder> = s
+                .sorted(opposite)
+                .into_iter()
+                .filter(|o| o.price == best)
+                .collect();
             let mut stopped = false;
             for maker in queue {
                 if taker.leaves == 0 {
@@ -563,7 +772,12 @@ impl Model {
     fn trade(&mut self, taker: &mut ROrder, maker_id: u64, price: u64, out: &mut Vec<Event>) {
         let symbol = taker.symbol;
         let spec = self.symbols[&symbol].spec;
-        let maker = self.symbols[&symbol].resting.iter().find(|o| o.id == maker_id).unwrap().clone();
+        let maker = self.symbols[&symbol]
+            .resting
+            .iter()
+            .find(|o| o.id == maker_id)
+            .unwrap()
+            .clone();
         let qty = taker.leaves.min(maker.leaves);
         let (buyer, seller) = match taker.side {
             Side::Buy => (taker.clone(), maker.clone()),
@@ -589,8 +803,16 @@ impl Model {
                 s.take(maker_id);
             }
         }
-        let buyer_closed = if taker.side == Side::Buy { taker.leaves == 0 } else { maker_leaves == 0 };
-        let seller_closed = if taker.side == Side::Sell { taker.leaves == 0 } else { maker_leaves == 0 };
+        let buyer_closed = if taker.side == Side::Buy {
+            taker.leaves == 0
+        } else {
+            maker_leaves == 0
+        };
+        let seller_closed = if taker.side == Side::Sell {
+            taker.leaves == 0
+        } else {
+            maker_leaves == 0
+        };
         let b = self.accounts.get_mut(&buyer.account).unwrap();
         b.cash.1 -= held;
         b.cash.0 += held - notional - buyer_fee;
@@ -655,19 +877,40 @@ impl Model {
     }
 
     /// Takes a resting order off the book with a cancel event.
-    fn remove(&mut self, symbol: u32, id: u64, reason: CancelReason, tag: u64, out: &mut Vec<Event>) -> ROrder {
+    fn remove(
+        &mut self,
+        symbol: u32,
+        id: u64,
+        reason: CancelReason,
+        tag: u64,
+        out: &mut Vec<Event>,
+    ) -> ROrder {
         let order = self.symbols.get_mut(&symbol).unwrap().take(id);
         self.release(&order, true);
         out.push(cancelled(&order, reason, tag));
         order
     }
 
-    fn cancel_one(&mut self, symbol: u32, id: u64, reason: CancelReason, tag: u64, out: &mut Vec<Event>) {
+    fn cancel_one(
+        &mut self,
+        symbol: u32,
+        id: u64,
+        reason: CancelReason,
+        tag: u64,
+        out: &mut Vec<Event>,
+    ) {
         let order = self.remove(symbol, id, reason, tag, out);
         out.push(self.symbols[&symbol].level(symbol, order.side, order.price));
     }
 
-    fn cancel_account(&mut self, account: u32, symbol: Option<u32>, reason: CancelReason, tag: u64, out: &mut Vec<Event>) -> u32 {
+    fn cancel_account(
+        &mut self,
+        account: u32,
+        symbol: Option<u32>,
+        reason: CancelReason,
+        tag: u64,
+        out: &mut Vec<Event>,
+    ) -> u32 {
         let mut orders: Vec<ROrder> = self
             .symbols
             .values()
@@ -682,18 +925,28 @@ impl Model {
         orders.len() as u32
     }
 
-    fn replace(&mut self, account: AccountId, order_id: OrderId, price: u64, qty: u64, tag: u64, out: &mut Vec<Event>) -> R<()> {
+    fn replace(
+        &mut self,
+        account: AccountId,
+        order_id: OrderId,
+        price: u64,
+        qty: u64,
+        tag: u64,
+        out: &mut Vec<Event>,
+    ) -> R<()> {
         let (symbol, order) = self.owned(account, order_id)?;
         let s = &self.symbols[&symbol];
         if s.halted {
             return Err(RejectCode::SymbolHalted);
         }
-        if qty == 0 || qty % s.spec.lot_size != 0 {
+        if qty == 0 || !qty.is_multiple_of(s.spec.lot_size) {
             return Err(RejectCode::InvalidQuantity);
         }
         check_price(s, price)?;
         Self::check_limits(&self.accounts[&account.0], qty, price)?;
-        let old = self.hold_of(symbol, order.side, order.price, order.leaves).unwrap();
+        let old = self
+            .hold_of(symbol, order.side, order.price, order.leaves)
+            .unwrap();
         let new = self.hold_of(symbol, order.side, price, qty)?;
         let balance = self.balance(account.0, symbol, order.side);
         if new > old {
@@ -710,10 +963,23 @@ impl Model {
             balance.0 += old - new;
         }
         let kept = price == order.price && qty <= order.leaves;
-        out.push(Event::OrderReplaced { order_id, account, symbol: SymbolId(symbol), side: order.side, price, qty, priority_kept: kept, tag });
+        out.push(Event::OrderReplaced {
+            order_id,
+            account,
+            symbol: SymbolId(symbol),
+            side: order.side,
+            price,
+            qty,
+            priority_kept: kept,
+            tag,
+        });
         let s = self.symbols.get_mut(&symbol).unwrap();
         if kept {
-            s.resting.iter_mut().find(|o| o.id == order_id.0).unwrap().leaves = qty;
+            s.resting
+                .iter_mut()
+                .find(|o| o.id == order_id.0)
+                .unwrap()
+                .leaves = qty;
             out.push(s.level(symbol, order.side, price));
             return Ok(());
         }
@@ -728,7 +994,7 @@ impl Model {
 }
 
 fn check_price(s: &RSymbol, price: u64) -> R<()> {
-    if price == 0 || price % s.spec.tick_size != 0 {
+    if price == 0 || !price.is_multiple_of(s.spec.tick_size) {
         return Err(RejectCode::InvalidPrice);
     }
     if price < s.band_low || price > s.band_high {
@@ -748,4 +1014,3 @@ fn cancelled(order: &ROrder, reason: CancelReason, tag: u64) -> Event {
         tag,
     }
 }
-

@@ -34,7 +34,10 @@ pub struct Harness {
 
 impl Harness {
     pub fn empty(config: EngineConfig) -> Harness {
-        Harness { engine: Engine::new(config), seq: 0 }
+        Harness {
+            engine: Engine::new(config),
+            seq: 0,
+        }
     }
 
     /// Two symbols; Alice, Bob and Carol funded with cash and shares.
@@ -44,17 +47,32 @@ impl Harness {
 
     pub fn with_config(config: EngineConfig) -> Harness {
         let mut h = Harness::empty(config);
-        h.ok(Command::AddSymbol { symbol: SYM, spec: SPEC });
-        h.ok(Command::AddSymbol { symbol: OTHER, spec: SPEC });
+        h.ok(Command::AddSymbol {
+            symbol: SYM,
+            spec: SPEC,
+        });
+        h.ok(Command::AddSymbol {
+            symbol: OTHER,
+            spec: SPEC,
+        });
         for account in [ALICE, BOB, CAROL] {
             h.ok(Command::CreateAccount {
                 account,
                 limits: Limits::UNLIMITED,
                 self_trade: SelfTradePrevention::CancelNewest,
             });
-            h.ok(Command::DepositCash { account, amount: CASH, tag: 0 });
+            h.ok(Command::DepositCash {
+                account,
+                amount: CASH,
+                tag: 0,
+            });
             for symbol in [SYM, OTHER] {
-                h.ok(Command::DepositShares { account, symbol, qty: SHARES, tag: 0 });
+                h.ok(Command::DepositShares {
+                    account,
+                    symbol,
+                    qty: SHARES,
+                    tag: 0,
+                });
             }
         }
         h
@@ -64,7 +82,11 @@ impl Harness {
         self.seq += 1;
         let mut out = Vec::new();
         self.engine.apply(
-            &SequencedCommand { seq: self.seq, timestamp_ns: self.seq * 1_000, command },
+            &SequencedCommand {
+                seq: self.seq,
+                timestamp_ns: self.seq * 1_000,
+                command,
+            },
             &mut out,
         );
         if let Err(problem) = self.engine.check_invariants() {
@@ -92,11 +114,31 @@ impl Harness {
             Event::Rejected { code: got, .. } => assert_eq!(got, code, "{command:?}"),
             other => panic!("{command:?} not rejected: {other:?}"),
         }
-        assert_eq!(before, self.engine.content_hash(), "a reject changes nothing but the sequence");
+        assert_eq!(
+            before,
+            self.engine.content_hash(),
+            "a reject changes nothing but the sequence"
+        );
     }
 
-    pub fn order(&mut self, account: AccountId, side: Side, tif: TimeInForce, price: u64, qty: u64) -> (OrderId, Vec<Event>) {
-        self.order_with(account, SYM, side, OrderType::Limit, tif, price, qty, SelfTradePrevention::AccountDefault)
+    pub fn order(
+        &mut self,
+        account: AccountId,
+        side: Side,
+        tif: TimeInForce,
+        price: u64,
+        qty: u64,
+    ) -> (OrderId, Vec<Event>) {
+        self.order_with(
+            account,
+            SYM,
+            side,
+            OrderType::Limit,
+            tif,
+            price,
+            qty,
+            SelfTradePrevention::AccountDefault,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -111,7 +153,9 @@ impl Harness {
         qty: u64,
         self_trade: SelfTradePrevention,
     ) -> (OrderId, Vec<Event>) {
-        let events = self.ok(new_order(account, symbol, side, order_type, tif, price, qty, self_trade));
+        let events = self.ok(new_order(
+            account, symbol, side, order_type, tif, price, qty, self_trade,
+        ));
         match events[0] {
             Event::OrderAccepted { order_id, .. } => (order_id, events),
             other => panic!("not accepted: {other:?}"),
@@ -119,11 +163,13 @@ impl Harness {
     }
 
     pub fn bid(&mut self, account: AccountId, price: u64, qty: u64) -> OrderId {
-        self.order(account, Side::Buy, TimeInForce::Gtc, price, qty).0
+        self.order(account, Side::Buy, TimeInForce::Gtc, price, qty)
+            .0
     }
 
     pub fn ask(&mut self, account: AccountId, price: u64, qty: u64) -> OrderId {
-        self.order(account, Side::Sell, TimeInForce::Gtc, price, qty).0
+        self.order(account, Side::Sell, TimeInForce::Gtc, price, qty)
+            .0
     }
 
     pub fn cash(&self, account: AccountId) -> (u64, u64) {
@@ -152,11 +198,30 @@ pub fn new_order(
     qty: u64,
     self_trade: SelfTradePrevention,
 ) -> Command {
-    Command::NewOrder { account, symbol, side, order_type, tif, price, qty, self_trade, tag: 77 }
+    Command::NewOrder {
+        account,
+        symbol,
+        side,
+        order_type,
+        tif,
+        price,
+        qty,
+        self_trade,
+        tag: 77,
+    }
 }
 
 pub fn limit(account: AccountId, side: Side, price: u64, qty: u64) -> Command {
-    new_order(account, SYM, side, OrderType::Limit, TimeInForce::Gtc, price, qty, SelfTradePrevention::AccountDefault)
+    new_order(
+        account,
+        SYM,
+        side,
+        OrderType::Limit,
+        TimeInForce::Gtc,
+        price,
+        qty,
+        SelfTradePrevention::AccountDefault,
+    )
 }
 
 /// The trades among `events`, as (maker, taker, price, qty).
@@ -164,7 +229,13 @@ pub fn trades(events: &[Event]) -> Vec<(OrderId, OrderId, u64, u64)> {
     events
         .iter()
         .filter_map(|e| match *e {
-            Event::Trade { maker_order, taker_order, price, qty, .. } => Some((maker_order, taker_order, price, qty)),
+            Event::Trade {
+                maker_order,
+                taker_order,
+                price,
+                qty,
+                ..
+            } => Some((maker_order, taker_order, price, qty)),
             _ => None,
         })
         .collect()
@@ -175,7 +246,12 @@ pub fn cancels(events: &[Event]) -> Vec<(OrderId, u64, brokerx_engine::CancelRea
     events
         .iter()
         .filter_map(|e| match *e {
-            Event::OrderCancelled { order_id, qty, reason, .. } => Some((order_id, qty, reason)),
+            Event::OrderCancelled {
+                order_id,
+                qty,
+                reason,
+                ..
+            } => Some((order_id, qty, reason)),
             _ => None,
         })
         .collect()

@@ -60,8 +60,14 @@ fn deposits_and_withdrawals_move_supply() {
         ledger.withdraw_cash(ALICE, 600_001),
         Err(RejectCode::InsufficientFunds)
     );
-    assert_eq!(ledger.withdraw_cash(ALICE, 0), Err(RejectCode::InvalidAmount));
-    assert_eq!(ledger.deposit_cash(ALICE, 0), Err(RejectCode::InvalidAmount));
+    assert_eq!(
+        ledger.withdraw_cash(ALICE, 0),
+        Err(RejectCode::InvalidAmount)
+    );
+    assert_eq!(
+        ledger.deposit_cash(ALICE, 0),
+        Err(RejectCode::InvalidAmount)
+    );
     assert_eq!(
         ledger.deposit_cash(AccountId(9), 5),
         Err(RejectCode::UnknownAccount)
@@ -158,7 +164,10 @@ fn suspended_account_cannot_reserve() {
         Err(RejectCode::AccountSuspended)
     );
     ledger.reinstate(ALICE).unwrap();
-    assert_eq!(ledger.reinstate(ALICE), Err(RejectCode::AccountNotSuspended));
+    assert_eq!(
+        ledger.reinstate(ALICE),
+        Err(RejectCode::AccountNotSuspended)
+    );
     ledger.reserve(&buy(1, 1, 0)).unwrap();
 }
 
