@@ -93,6 +93,45 @@ impl OrderSlab {
         self.live
     }
 
+    pub(crate) fn parts(&self) -> (&[OrderNode], u32, u32, u32) {
+        (&self.nodes, self.free_head, self.live, self.max_orders)
+    }
+
+    /// Rebuilds a slab from a snapshot, checking the free list is a
+    /// well-formed chain of free slots and the live count adds up.
+    pub(crate) fn restore(
+        nodes: Vec<OrderNode>,
+        free_head: u32,
+        live: u32,
+        max_orders: u32,
+    ) -> Result<OrderSlab, String> {
+        if max_orders >= NIL || nodes.len() > max_orders as usize {
+            return Err("slab larger than its limit".into());
+        }
+        let mut free = 0usize;
+        let mut cursor = free_head;
+        while cursor != NIL {
+            let node = nodes
+                .get(cursor as usize)
+                .ok_or("free list leaves the slab")?;
+            if node.flags != 0 || free >= nodes.len() {
+                return Err("free list holds a live slot or a cycle".into());
+            }
+            free += 1;
+            cursor = node.next;
+        }
+        let counted = nodes.iter().filter(|n| n.has(FLAG_LIVE)).count();
+        if counted != live as usize || counted + free != nodes.len() {
+            return Err("live count does not match the slab".into());
+        }
+        Ok(OrderSlab {
+            nodes,
+            free_head,
+            live,
+            max_orders,
+        })
+    }
+
     pub fn is_full(&self) -> bool {
         self.free_head == NIL && self.nodes.len() as u32 >= self.max_orders
     }
@@ -291,6 +330,15 @@ impl Ladder {
             if self.best == Some(index) {
                 self.best = self.next_worse(index);
             }
+        }
+    }
+
+    /// Puts a decoded level back, with its bitmap bit and best price.
+    pub(crate) fn restore_level(&mut self, index: u32, level: Level) {
+        self.levels[index as usize] = level;
+        self.bits.insert(index as usize);
+        if self.best.is_none_or(|best| self.is_better(index, best)) {
+            self.best = Some(index);
         }
     }
 

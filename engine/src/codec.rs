@@ -59,6 +59,15 @@ impl<'a> Reader<'a> {
         self.position
     }
 
+    /// Length of the whole input.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     fn take<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
         let end = self.position.checked_add(N).ok_or(CodecError::Truncated)?;
         let slice = self

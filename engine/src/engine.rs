@@ -162,7 +162,7 @@ fn crosses(taker: Side, limit: u64, level_price: u64) -> bool {
     }
 }
 
-fn band(spec: &SymbolSpec) -> Result<(u64, u64), RejectCode> {
+pub(crate) fn band(spec: &SymbolSpec) -> Result<(u64, u64), RejectCode> {
     let invalid = Err(RejectCode::InvalidSymbolSpec);
     if spec.tick_size == 0 || spec.lot_size == 0 || spec.band_bps == 0 || spec.band_bps > 10_000 {
         return invalid;

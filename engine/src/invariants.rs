@@ -31,7 +31,7 @@ impl Engine {
                 for (index, level) in ladder.levels.iter().enumerate() {
                     let mut cursor = level.head;
                     let mut previous = NIL;
-                    let (mut count, mut qty) = (0u32, 0u64);
+                    let (mut count, mut qty) = (0u32, 0u128);
                     while cursor != NIL {
                         let node = self
                             .orders
@@ -51,10 +51,15 @@ impl Engine {
                         if node.symbol != symbol.0 || node.side != side as u8 {
                             return Err(format!("{here}: wrong symbol or side"));
                         }
-                        if node.price != state.price_at(index as u32) || node.leaves == 0 {
+                        let level_price =
+                            state.base_price as u128 + index as u128 * state.spec.tick_size as u128;
+                        if node.price as u128 != level_price || node.leaves == 0 {
                             return Err(format!("{here}: wrong price or empty order"));
                         }
                         let account = node.account as usize;
+                        if self.accounts.get(account).copied().flatten().is_none() {
+                            return Err(format!("{here}: order of unknown account"));
+                        }
                         resting_per_account[account] += 1;
                         match side {
                             Side::Buy => {
@@ -74,11 +79,11 @@ impl Engine {
                             }
                         }
                         count += 1;
-                        qty += node.leaves;
+                        qty += node.leaves as u128;
                         previous = cursor;
                         cursor = node.next;
                     }
-                    if previous != level.tail || count != level.orders || qty != level.qty {
+                    if previous != level.tail || count != level.orders || qty != level.qty as u128 {
                         return Err(format!(
                             "{symbol:?} {side:?} level {index}: aggregate mismatch"
                         ));

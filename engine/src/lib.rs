@@ -23,6 +23,7 @@ mod command;
 pub mod engine;
 mod event;
 mod invariants;
+pub mod snapshot;
 pub mod state;
 
 pub use brokerx_risk::{AccountId, Limits, Side, SymbolId};

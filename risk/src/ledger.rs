@@ -83,6 +83,22 @@ impl Account {
         }
     }
 
+    pub(crate) fn restore(
+        cash: Balance,
+        positions: Vec<Balance>,
+        limits: Limits,
+        open_orders: u32,
+        suspended: bool,
+    ) -> Account {
+        Account {
+            cash,
+            positions,
+            limits,
+            open_orders,
+            suspended,
+        }
+    }
+
     pub fn position(&self, symbol: SymbolId) -> Balance {
         self.positions
             .get(symbol.0 as usize)
@@ -183,6 +199,29 @@ pub struct Ledger {
 impl Ledger {
     pub fn new() -> Ledger {
         Ledger::default()
+    }
+
+    pub(crate) fn parts(&self) -> (&[Option<Account>], u64, &[u64], u64) {
+        (
+            &self.accounts,
+            self.cash_supply,
+            &self.share_supply,
+            self.fees_collected,
+        )
+    }
+
+    pub(crate) fn restore(
+        accounts: Vec<Option<Account>>,
+        cash_supply: u64,
+        share_supply: Vec<u64>,
+        fees_collected: u64,
+    ) -> Ledger {
+        Ledger {
+            accounts,
+            cash_supply,
+            share_supply,
+            fees_collected,
+        }
     }
 
     pub fn account(&self, id: AccountId) -> Option<&Account> {

@@ -16,6 +16,7 @@
 
 mod codes;
 mod ledger;
+mod snapshot;
 
 pub use codes::RejectCode;
 pub use ledger::{Account, Balance, Ledger, Limits, OrderTicket, Settlement};

@@ -519,7 +519,11 @@ fn documented_lengths_match_the_encoder() {
     let mut rng = Rng(9);
     for (kind, total) in commands {
         let mut bytes = Vec::new();
-        let sequenced = SequencedCommand { seq: 1, timestamp_ns: 1, command: command(&mut rng, kind) };
+        let sequenced = SequencedCommand {
+            seq: 1,
+            timestamp_ns: 1,
+            command: command(&mut rng, kind),
+        };
         encode_command(&sequenced, &mut bytes);
         assert_eq!(bytes.len(), total, "command kind {kind}");
     }

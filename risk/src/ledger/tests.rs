@@ -262,3 +262,29 @@ fn reject_codes_round_trip_and_are_unique() {
     }
     assert_eq!(RejectCode::from_code(0), None);
 }
+
+#[test]
+fn ledger_image_round_trips_and_refuses_truncation() {
+    let mut ledger = ledger();
+    ledger.reserve(&buy(100, 1_000, 3)).unwrap();
+    ledger.suspend(BOB).unwrap();
+    ledger
+        .open_account(
+            AccountId(7),
+            Limits {
+                max_order_qty: 5,
+                max_order_notional: 6,
+                max_open_orders: 7,
+            },
+        )
+        .unwrap();
+    let mut image = Vec::new();
+    ledger.encode(&mut image);
+    let mut input = image.as_slice();
+    assert_eq!(Ledger::decode(&mut input).unwrap(), ledger);
+    assert!(input.is_empty());
+    for cut in 0..image.len() {
+        let mut short = &image[..cut];
+        assert!(Ledger::decode(&mut short).is_err(), "cut at {cut}");
+    }
+}
