@@ -1,1 +1,90 @@
-fn main() {}
+//! Steady-state throughput of the three books at several book depths.
+//!
+//! For each depth one scenario is generated (untimed): a prefill to the
+//! depth, then a long stream of the steady-state mix. Each book is
+//! prefilled once and snapshotted. A timed iteration applies the next
+//! `CHUNK` ops of the stream; when the stream runs out the book is reset
+//! from its snapshot (a clone, untimed) and the stream starts again, so
+//! every op is applied to the state it was generated for.
+//!
+//! Run: `cargo bench -p brokerx-benches --bench engine`
+//! Depths: `BENCH_DEPTHS=10000,100000,1000000` (default 10k and 100k; 1M
+//! adds about a minute of setup).
+
+use brokerx_benches::{apply_all, BookUnderTest, Scenario, WorkloadConfig};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const CHUNK: usize = 10_000;
+const STREAM: usize = 1_000_000;
+
+fn depths() -> Vec<usize> {
+    match std::env::var("BENCH_DEPTHS") {
+        Ok(s) => s
+            .split(',')
+            .map(|d| {
+                d.trim()
+                    .parse()
+                    .expect("BENCH_DEPTHS: comma-separated counts")
+            })
+            .collect(),
+        Err(_) => vec![10_000, 100_000],
+    }
+}
+
+fn bench_book<B: BookUnderTest + Clone>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    scenario: &Scenario,
+    empty: B,
+) {
+    let mut snapshot = empty;
+    apply_all(&mut snapshot, &scenario.prefill);
+    apply_all(&mut snapshot, &scenario.warmup);
+    let stream = &scenario.measured;
+    let mut book = snapshot.clone();
+    let mut cursor = 0usize;
+    let name = book.name();
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                if cursor + CHUNK > stream.len() {
+                    book = snapshot.clone();
+                    cursor = 0;
+                }
+                let chunk = &stream[cursor..cursor + CHUNK];
+                let start = Instant::now();
+                apply_all(&mut book, chunk);
+                total += start.elapsed();
+                cursor += CHUNK;
+            }
+            black_box(book.resting());
+            total
+        })
+    });
+}
+
+fn steady_mix(c: &mut Criterion) {
+    for depth in depths() {
+        let scenario = Scenario::generate(
+            WorkloadConfig::default(),
+            depth,
+            (depth / 2).clamp(50_000, 500_000),
+            STREAM,
+        );
+        let mut group = c.benchmark_group(format!("steady_mix/depth_{depth}"));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3))
+            .throughput(Throughput::Elements(CHUNK as u64));
+        bench_book(&mut group, &scenario, scenario.brokerx());
+        bench_book(&mut group, &scenario, scenario.matchcore());
+        bench_book(&mut group, &scenario, scenario.naive());
+        group.finish();
+    }
+}
+
+criterion_group!(benches, steady_mix);
+criterion_main!(benches);

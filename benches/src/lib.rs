@@ -1,0 +1,229 @@
+//! Benchmark support: a seeded workload generator and three order books
+//! behind one trait, so that each consumes the identical op stream.
+//!
+//! - [`BrokerxEngine`]: the BrokerX engine (`Engine::apply`, with risk,
+//!   settlement and events; accounts funded so risk never rejects).
+//! - [`MatchcoreBook`]: the `matchcore` 0.4.0 crate.
+//! - [`NaiveBook`]: a `BTreeMap<price, VecDeque<order>>` baseline.
+//!
+//! Streams are generated up front ([`Scenario::generate`]) so that
+//! generation is never timed. See [`workload`] for the mix.
+
+pub mod brokerx;
+pub mod matchcore_book;
+pub mod naive;
+pub mod rng;
+pub mod workload;
+
+pub use brokerx::BrokerxEngine;
+pub use matchcore_book::MatchcoreBook;
+pub use naive::NaiveBook;
+pub use workload::{MixStats, Op, OpKind, Workload, WorkloadConfig};
+
+/// An order book driven by [`Op`]s.
+pub trait BookUnderTest {
+    fn name(&self) -> &'static str;
+    fn apply(&mut self, op: &Op);
+    /// Orders resting in the book, all symbols.
+    fn resting(&self) -> usize;
+    fn best_bid(&self, symbol: u32) -> Option<u64>;
+    fn best_ask(&self, symbol: u32) -> Option<u64>;
+    /// Heap bytes of the benchmark's own caller-id translation (and event
+    /// buffer), which are not part of the book: memory reports subtract it.
+    fn harness_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// The three books, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BookKind {
+    Brokerx,
+    Matchcore,
+    Naive,
+}
+
+impl BookKind {
+    pub const ALL: [BookKind; 3] = [BookKind::Brokerx, BookKind::Matchcore, BookKind::Naive];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BookKind::Brokerx => "brokerx",
+            BookKind::Matchcore => "matchcore",
+            BookKind::Naive => "naive",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<BookKind> {
+        BookKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// A pre-generated workload: prefill, warm-up and measured op streams,
+/// generated in that order from one seeded model.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub config: WorkloadConfig,
+    pub depth: usize,
+    pub prefill: Vec<Op>,
+    pub warmup: Vec<Op>,
+    pub measured: Vec<Op>,
+    /// The kind of each measured op.
+    pub measured_kinds: Vec<OpKind>,
+    /// Every id in the streams is below this.
+    pub ids: u64,
+    /// Resting orders and touch of the generator's model at the end.
+    pub final_resting: usize,
+    pub final_touch: Vec<(Option<u64>, Option<u64>)>,
+    pub stats: MixStats,
+}
+
+impl Scenario {
+    pub fn generate(config: WorkloadConfig, depth: usize, warmup: usize, measured: usize) -> Self {
+        let mut w = Workload::new(config);
+        let prefill = w.prefill(depth);
+        let warmup = w.steady(warmup);
+        let (measured, measured_kinds) = w.steady_labeled(measured);
+        let final_touch = (0..config.symbols)
+            .map(|s| (w.best_bid(s), w.best_ask(s)))
+            .collect();
+        Scenario {
+            config,
+            depth,
+            prefill,
+            warmup,
+            measured,
+            measured_kinds,
+            ids: w.ids_issued(),
+            final_resting: w.resting(),
+            final_touch,
+            stats: w.stats(),
+        }
+    }
+
+    /// An empty BrokerX engine sized for this scenario.
+    pub fn brokerx(&self) -> BrokerxEngine {
+        let slots = (self.depth + self.depth / 4 + 4096).min(u32::MAX as usize / 2) as u32;
+        BrokerxEngine::new(
+            self.config.symbols,
+            self.config.accounts,
+            slots,
+            self.ids as usize,
+        )
+    }
+
+    pub fn matchcore(&self) -> MatchcoreBook {
+        MatchcoreBook::new(self.config.symbols, self.ids as usize)
+    }
+
+    pub fn naive(&self) -> NaiveBook {
+        NaiveBook::new(self.config.symbols)
+    }
+}
+
+/// Applies every op of `ops` to `book`.
+#[inline]
+pub fn apply_all<B: BookUnderTest + ?Sized>(book: &mut B, ops: &[Op]) {
+    for op in ops {
+        book.apply(op);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch<B: BookUnderTest>(b: &B, symbols: u32) -> Vec<(Option<u64>, Option<u64>)> {
+        (0..symbols)
+            .map(|s| (b.best_bid(s), b.best_ask(s)))
+            .collect()
+    }
+
+    fn check(symbols: u32, depth: usize, ops: usize, seed: u64) {
+        let cfg = WorkloadConfig::default()
+            .with_seed(seed)
+            .with_symbols(symbols);
+        let sc = Scenario::generate(cfg, depth, 0, ops);
+        let s = sc.stats;
+        let steady = s.total() - depth as u64;
+        assert!(steady == ops as u64);
+        let mut bx = sc.brokerx();
+        let mut mc = sc.matchcore();
+        let mut nv = sc.naive();
+        for ops in [&sc.prefill, &sc.measured] {
+            apply_all(&mut bx, ops);
+            apply_all(&mut mc, ops);
+            apply_all(&mut nv, ops);
+        }
+        let model = (sc.final_resting, sc.final_touch.clone());
+        assert_eq!((bx.resting(), touch(&bx, symbols)), model, "brokerx");
+        assert_eq!((nv.resting(), touch(&nv, symbols)), model, "naive");
+        assert_eq!((mc.resting(), touch(&mc, symbols)), model, "matchcore");
+        let r = bx.rejects();
+        assert_eq!(r.other, 0, "unexpected brokerx rejects: {r:?}");
+        assert!(r.unknown_order <= s.stale_cancels);
+        // The book stays near its prefilled size.
+        println!(
+            "{symbols} sym depth {depth}: final {} touch {:?} stats {s:?} rejects {r:?}",
+            sc.final_resting, sc.final_touch
+        );
+        let drift = sc.final_resting as f64 / depth as f64;
+        assert!((0.9..1.1).contains(&drift), "book drifted to {drift}");
+        // Orders really trade.
+        assert!(s.fills > ops as u64 / 20, "{s:?}");
+    }
+
+    #[test]
+    fn books_agree_single_symbol() {
+        check(1, 2_000, 20_000, 1);
+        check(1, 500, 20_000, 2);
+    }
+
+    #[test]
+    fn books_agree_several_symbols() {
+        check(4, 4_000, 20_000, 3);
+    }
+
+    #[test]
+    fn books_agree_every_step() {
+        // Compare after every op on a small, busy book.
+        let sc = Scenario::generate(WorkloadConfig::default().with_seed(9), 300, 0, 5_000);
+        let mut bx = sc.brokerx();
+        let mut mc = sc.matchcore();
+        let mut nv = sc.naive();
+        for (i, op) in sc.prefill.iter().chain(&sc.measured).enumerate() {
+            bx.apply(op);
+            mc.apply(op);
+            nv.apply(op);
+            let expect = (nv.resting(), touch(&nv, 1));
+            assert_eq!(
+                (bx.resting(), touch(&bx, 1)),
+                expect,
+                "brokerx at op {i}: {op:?}"
+            );
+            assert_eq!(
+                (mc.resting(), touch(&mc, 1)),
+                expect,
+                "matchcore at op {i}: {op:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mix_matches_documentation() {
+        let sc = Scenario::generate(WorkloadConfig::default(), 10_000, 0, 100_000);
+        let s = sc.stats;
+        let n = 100_000.0;
+        let adds = (s.passive_adds - 10_000 + s.marketable_adds) as f64 / n;
+        let cancels = s.cancels as f64 / n;
+        let replaces = (s.replace_qty_down + s.replace_price) as f64 / n;
+        let marketable = (s.markets + s.iocs) as f64 / n;
+        assert!((0.35..0.45).contains(&adds), "{adds}");
+        assert!((0.25..0.35).contains(&cancels), "{cancels}");
+        assert!((0.19..0.21).contains(&replaces), "{replaces}");
+        assert!((0.09..0.11).contains(&marketable), "{marketable}");
+        // Same stream from the same seed.
+        let again = Scenario::generate(WorkloadConfig::default(), 10_000, 0, 100_000);
+        assert_eq!(sc.measured, again.measured);
+    }
+}

@@ -105,7 +105,7 @@ impl OrderSlab {
         live: u32,
         max_orders: u32,
     ) -> Result<OrderSlab, String> {
-        if max_orders >= NIL || nodes.len() > max_orders as usize {
+        if max_orders == NIL || nodes.len() > max_orders as usize {
             return Err("slab larger than its limit".into());
         }
         let mut free = 0usize;

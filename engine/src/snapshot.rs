@@ -135,7 +135,7 @@ impl Engine {
             max_orders: u32::get(&mut reader)?,
             max_ladder_levels: u32::get(&mut reader)?,
         };
-        if config.max_orders >= NIL || config.max_ladder_levels > 1 << 26 {
+        if config.max_orders == NIL || config.max_ladder_levels > 1 << 26 {
             return Err(SnapshotError::Codec(CodecError::InvalidField("config")));
         }
         let last_seq = u64::get(&mut reader)?;

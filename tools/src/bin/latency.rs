@@ -1,1 +1,455 @@
-fn main() {}
+//! Latency and throughput harness: BrokerX beside matchcore and a naive
+//! BTreeMap book, on the identical pre-generated op stream.
+//!
+//! ```text
+//! latency [--depth N] [--ops N] [--warmup N] [--seed S] [--symbols K]
+//!         [--books brokerx,matchcore,naive] [--csv]
+//! ```
+//!
+//! Per book, on a fresh book each time:
+//! 1. build and prefill to `--depth` resting orders, measuring the heap
+//!    growth (a counting global allocator) per resting order;
+//! 2. warm up with `--warmup` ops of the steady-state mix;
+//! 3. latency pass: time every one of `--ops` ops with `Instant` and record
+//!    it (ns) in an HDR histogram;
+//! 4. throughput pass: rebuild, prefill and warm up again, then time the
+//!    same `--ops` ops as one block (no per-op timing) and count heap
+//!    allocations during it.
+//!
+//! The op streams are generated before any of this and are not timed.
+//! Release build: `cargo run --release -p brokerx-tools --bin latency -- ...`
+
+use brokerx_benches::{
+    apply_all, BookKind, BookUnderTest, BrokerxEngine, OpKind, Scenario, WorkloadConfig,
+};
+use hdrhistogram::Histogram;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Counts live heap bytes and allocation calls. The harness is single
+/// threaded, so the counters are plain thread-local cells: no atomic
+/// read-modify-write on the allocation path of the books being compared.
+struct Counting;
+
+thread_local! {
+    static LIVE_BYTES: Cell<i64> = const { Cell::new(0) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn bump(bytes: i64, calls: u64) {
+    // `try_with`: allocations during thread teardown are simply not counted.
+    let _ = LIVE_BYTES.try_with(|b| b.set(b.get() + bytes));
+    let _ = ALLOCS.try_with(|a| a.set(a.get() + calls));
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump(layout.size() as i64, 1);
+        System.alloc(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        bump(layout.size() as i64, 1);
+        System.alloc_zeroed(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        bump(-(layout.size() as i64), 0);
+        System.dealloc(ptr, layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump(new_size as i64 - layout.size() as i64, 1);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live_bytes() -> i64 {
+    LIVE_BYTES.with(Cell::get)
+}
+
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+struct Args {
+    depth: usize,
+    ops: usize,
+    warmup: Option<usize>,
+    seed: u64,
+    symbols: u32,
+    books: Vec<BookKind>,
+    csv: bool,
+}
+
+const USAGE: &str = "usage: latency [--depth N] [--ops N] [--warmup N] [--seed S] \
+[--symbols K] [--books brokerx,matchcore,naive] [--csv]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        depth: 100_000,
+        ops: 2_000_000,
+        warmup: None,
+        seed: WorkloadConfig::default().seed,
+        symbols: 1,
+        books: BookKind::ALL.to_vec(),
+        csv: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--depth" => args.depth = number(&value()?)?,
+            "--ops" => args.ops = number(&value()?)?,
+            "--warmup" => args.warmup = Some(number(&value()?)?),
+            "--seed" => args.seed = number(&value()?)?,
+            "--symbols" => args.symbols = number(&value()?)?,
+            "--books" => {
+                args.books = value()?
+                    .split(',')
+                    .map(|b| BookKind::parse(b.trim()).ok_or(format!("unknown book {b:?}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--csv" => args.csv = true,
+            "-h" | "--help" => return Err(USAGE.to_string()),
+            other => return Err(format!("unknown flag {other:?}\n{USAGE}")),
+        }
+    }
+    if args.symbols == 0 || args.ops == 0 || args.books.is_empty() {
+        return Err(format!(
+            "--symbols, --ops and --books must be non-empty\n{USAGE}"
+        ));
+    }
+    Ok(args)
+}
+
+/// Accepts `1000000`, `1_000_000`, `100k`, `2m`.
+fn number<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+    let t = s.replace('_', "").to_ascii_lowercase();
+    let (digits, scale) = match t.as_bytes().last() {
+        Some(b'k') => (&t[..t.len() - 1], 1_000),
+        Some(b'm') => (&t[..t.len() - 1], 1_000_000),
+        _ => (&t[..], 1),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("not a number: {s:?}"))?;
+    T::try_from(n * scale).map_err(|_| format!("out of range: {s:?}"))
+}
+
+struct Outcome {
+    name: &'static str,
+    ops_per_sec: f64,
+    hist: Histogram<u64>,
+    /// Latency per op kind, indexed by `OpKind as usize`.
+    by_kind: Vec<Histogram<u64>>,
+    resting_after_prefill: usize,
+    /// Heap growth from empty to prefilled, minus caller-id tables.
+    book_bytes: i64,
+    /// Same, including the caller-id tables and event buffer.
+    total_bytes: i64,
+    /// BrokerX only: `Engine::bytes_reserved()` after prefill.
+    reserved_bytes: Option<usize>,
+    allocs_timed: u64,
+    bytes_timed: i64,
+    latency_pass_allocs: u64,
+    agrees: bool,
+    note: String,
+}
+
+fn final_state_agrees<B: BookUnderTest>(book: &B, sc: &Scenario) -> bool {
+    book.resting() == sc.final_resting
+        && (0..sc.config.symbols)
+            .all(|s| (book.best_bid(s), book.best_ask(s)) == sc.final_touch[s as usize])
+}
+
+fn prepared<B: BookUnderTest>(make: &impl Fn() -> B, sc: &Scenario) -> B {
+    let mut book = make();
+    apply_all(&mut book, &sc.prefill);
+    apply_all(&mut book, &sc.warmup);
+    book
+}
+
+fn run<B: BookUnderTest>(
+    sc: &Scenario,
+    make: impl Fn() -> B,
+    inspect: impl Fn(&B) -> (Option<usize>, String),
+) -> Outcome {
+    // Memory: heap growth from before construction to the prefilled book.
+    let before = live_bytes();
+    let mut book = make();
+    apply_all(&mut book, &sc.prefill);
+    let total_bytes = live_bytes() - before;
+    let book_bytes = total_bytes - book.harness_bytes() as i64;
+    let resting_after_prefill = book.resting();
+    let (reserved_bytes, _) = inspect(&book);
+    let name = book.name();
+
+    // Latency pass.
+    apply_all(&mut book, &sc.warmup);
+    let new_hist = || Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).expect("bounds");
+    let mut hist = new_hist();
+    let mut by_kind: Vec<_> = OpKind::ALL.iter().map(|_| new_hist()).collect();
+    let a0 = allocs();
+    for (op, &kind) in sc.measured.iter().zip(&sc.measured_kinds) {
+        let start = Instant::now();
+        book.apply(op);
+        let ns = (start.elapsed().as_nanos() as u64).max(1);
+        hist.saturating_record(ns);
+        by_kind[kind as usize].saturating_record(ns);
+    }
+    let latency_pass_allocs = allocs() - a0;
+    let agrees_latency = final_state_agrees(&book, sc);
+    drop(book);
+
+    // Throughput pass on a fresh book.
+    let mut book = prepared(&make, sc);
+    let (a0, b0) = (allocs(), live_bytes());
+    let start = Instant::now();
+    apply_all(&mut book, &sc.measured);
+    let elapsed = start.elapsed();
+    let (allocs_timed, bytes_timed) = (allocs() - a0, live_bytes() - b0);
+    let agrees = agrees_latency && final_state_agrees(&book, sc);
+    let (_, note) = inspect(&book);
+    Outcome {
+        name,
+        ops_per_sec: sc.measured.len() as f64 / elapsed.as_secs_f64(),
+        hist,
+        by_kind,
+        resting_after_prefill,
+        book_bytes,
+        total_bytes,
+        reserved_bytes,
+        allocs_timed,
+        bytes_timed,
+        latency_pass_allocs,
+        agrees,
+        note,
+    }
+}
+
+fn brokerx_inspect(b: &BrokerxEngine) -> (Option<usize>, String) {
+    let r = b.rejects();
+    let note = format!(
+        "rejects: {} stale-id, {} other{}",
+        r.unknown_order,
+        r.other,
+        r.last_other
+            .map(|c| format!(" (last {c:?})"))
+            .unwrap_or_default()
+    );
+    (Some(b.engine().bytes_reserved()), note)
+}
+
+/// Median cost of `Instant::now()` + `elapsed()` around nothing.
+fn timer_overhead() -> u64 {
+    let mut samples: Vec<u64> = (0..10_001)
+        .map(|_| {
+            let start = Instant::now();
+            start.elapsed().as_nanos() as u64
+        })
+        .collect();
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let warmup = args
+        .warmup
+        .unwrap_or((args.ops / 10).clamp(10_000, 500_000));
+    let config = WorkloadConfig::default()
+        .with_seed(args.seed)
+        .with_symbols(args.symbols);
+    let t = Instant::now();
+    let sc = Scenario::generate(config, args.depth, warmup, args.ops);
+    let generated = t.elapsed();
+    let s = sc.stats;
+    println!(
+        "## latency: depth={} ops={} warmup={} seed={:#x} symbols={}\n",
+        args.depth, args.ops, warmup, args.seed, args.symbols
+    );
+    println!(
+        "workload generated in {:.2}s (untimed): {} ids; steady mix over warm-up+measured ops: \
+         adds {} (marketable {}), cancels {} (stale-id {}), replaces {} (qty-down {}, price {}), \
+         market {}, IOC {}; model fills {}; model resting at end {}",
+        generated.as_secs_f64(),
+        sc.ids,
+        s.passive_adds - args.depth as u64 + s.marketable_adds,
+        s.marketable_adds,
+        s.cancels,
+        s.stale_cancels,
+        s.replace_qty_down + s.replace_price,
+        s.replace_qty_down,
+        s.replace_price,
+        s.markets,
+        s.iocs,
+        s.fills,
+        sc.final_resting
+    );
+    println!(
+        "timer overhead (Instant::now + elapsed, median): {} ns, included in every latency sample\n",
+        timer_overhead()
+    );
+
+    let mut results = Vec::new();
+    for kind in &args.books {
+        let t = Instant::now();
+        let outcome = match kind {
+            BookKind::Brokerx => run(&sc, || sc.brokerx(), brokerx_inspect),
+            BookKind::Matchcore => run(&sc, || sc.matchcore(), |_| (None, String::new())),
+            BookKind::Naive => run(&sc, || sc.naive(), |_| (None, String::new())),
+        };
+        eprintln!(
+            "{}: done in {:.1}s",
+            outcome.name,
+            t.elapsed().as_secs_f64()
+        );
+        results.push(outcome);
+    }
+    report(&results, &sc, args.csv);
+    if results.iter().all(|r| r.agrees) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn ops_fmt(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else {
+        format!("{:.0} k", x / 1e3)
+    }
+}
+
+const QUANTILES: [(f64, &str); 5] = [
+    (0.50, "p50"),
+    (0.90, "p90"),
+    (0.99, "p99"),
+    (0.999, "p99.9"),
+    (0.9999, "p99.99"),
+];
+
+fn report(results: &[Outcome], sc: &Scenario, csv: bool) {
+    let n = sc.measured.len() as f64;
+    let brokerx = results
+        .iter()
+        .find(|r| r.name == "brokerx")
+        .map(|r| r.ops_per_sec);
+    print!("| book | throughput (ops/s) | BrokerX / book |");
+    for (_, q) in QUANTILES {
+        print!(" {q} (ns) |");
+    }
+    println!(" max (ns) | heap B/resting order | allocs/op | same end state |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in results {
+        let ratio = brokerx.map_or("-".to_string(), |b| format!("{:.2}x", b / r.ops_per_sec));
+        print!("| {} | {} | {} |", r.name, ops_fmt(r.ops_per_sec), ratio);
+        for (q, _) in QUANTILES {
+            print!(" {} |", r.hist.value_at_quantile(q));
+        }
+        println!(
+            " {} | {:.0} | {:.4} | {} |",
+            r.hist.max(),
+            r.book_bytes as f64 / r.resting_after_prefill.max(1) as f64,
+            r.allocs_timed as f64 / n,
+            if r.agrees { "yes" } else { "NO" }
+        );
+    }
+    println!();
+    println!("Latency by op kind, p50 / p99 / p99.9 (ns):\n");
+    print!("| op kind | share |");
+    for r in results {
+        print!(" {} |", r.name);
+    }
+    println!();
+    println!("|---|---:|{}", "---:|".repeat(results.len()));
+    for (i, kind) in OpKind::ALL.iter().enumerate() {
+        let count = results.first().map_or(0, |r| r.by_kind[i].len());
+        print!("| {} | {:.1} % |", kind.name(), 100.0 * count as f64 / n);
+        for r in results {
+            let h = &r.by_kind[i];
+            if h.is_empty() {
+                print!(" - |");
+            } else {
+                print!(
+                    " {} / {} / {} |",
+                    h.value_at_quantile(0.5),
+                    h.value_at_quantile(0.99),
+                    h.value_at_quantile(0.999)
+                );
+            }
+        }
+        println!();
+    }
+    println!();
+    println!("Memory after prefill (heap growth from an empty book; `book` excludes the benchmark's caller-id table and event buffer):\n");
+    println!("| book | resting | book bytes | B/order (book) | B/order (incl. id table) | Engine::bytes_reserved / order |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in results {
+        let per = |b: i64| b as f64 / r.resting_after_prefill.max(1) as f64;
+        let reserved = r.reserved_bytes.map_or("-".to_string(), |b| {
+            format!("{:.0}", b as f64 / r.resting_after_prefill.max(1) as f64)
+        });
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0} | {} |",
+            r.name,
+            r.resting_after_prefill,
+            r.book_bytes,
+            per(r.book_bytes),
+            per(r.total_bytes),
+            reserved
+        );
+    }
+    println!();
+    println!("Allocations during the measured ops (after warm-up):\n");
+    println!("| book | allocs (throughput pass) | allocs/op | net heap change (bytes) | allocs (latency pass) | notes |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for r in results {
+        println!(
+            "| {} | {} | {:.4} | {} | {} | {} |",
+            r.name,
+            r.allocs_timed,
+            r.allocs_timed as f64 / n,
+            r.bytes_timed,
+            r.latency_pass_allocs,
+            r.note
+        );
+    }
+    if csv {
+        println!();
+        println!("book,depth,ops,symbols,seed,ops_per_sec,p50_ns,p90_ns,p99_ns,p999_ns,p9999_ns,max_ns,book_bytes_per_order,total_bytes_per_order,allocs_per_op,agrees");
+        for r in results {
+            let per = |b: i64| b as f64 / r.resting_after_prefill.max(1) as f64;
+            let q: Vec<String> = QUANTILES
+                .iter()
+                .map(|&(q, _)| r.hist.value_at_quantile(q).to_string())
+                .collect();
+            println!(
+                "{},{},{},{},{},{:.0},{},{},{:.1},{:.1},{:.6},{}",
+                r.name,
+                sc.depth,
+                sc.measured.len(),
+                sc.config.symbols,
+                sc.config.seed,
+                r.ops_per_sec,
+                q.join(","),
+                r.hist.max(),
+                per(r.book_bytes),
+                per(r.total_bytes),
+                r.allocs_timed as f64 / n,
+                r.agrees
+            );
+        }
+    }
+}
