@@ -23,6 +23,7 @@ mod command;
 pub mod engine;
 mod event;
 mod invariants;
+pub mod pipeline;
 pub mod snapshot;
 pub mod state;
 

@@ -16,7 +16,7 @@ pub trait StateSink {
 
 /// A stable, platform-independent 64-bit hash of a `u64` stream
 /// (a multiply-xorshift mix; not cryptographic).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StableHasher {
     state: u64,
     count: u64,
@@ -32,6 +32,15 @@ impl Default for StableHasher {
 }
 
 impl StableHasher {
+    /// The raw state, for storing a running hash in a snapshot.
+    pub fn parts(&self) -> (u64, u64) {
+        (self.state, self.count)
+    }
+
+    pub fn from_parts(state: u64, count: u64) -> StableHasher {
+        StableHasher { state, count }
+    }
+
     pub fn finish(&self) -> u64 {
         mix(self.state ^ self.count)
     }

@@ -1,0 +1,519 @@
+//! The runtime around the pure state machine: inbound ring, sequencer,
+//! journal, state machine, gated output routing. Built in one place,
+//! stage by stage:
+//!
+//! 1. **Ring** (`Submitter::submit`): any number of producers push into a
+//!    bounded lock-free queue (crossbeam `ArrayQueue`). Full means an
+//!    immediate `Busy`; the engine never waits for a producer.
+//! 2. **Sequencer** (`engine_loop`): one thread drains what has arrived (up to
+//!    `batch_max`), stamps each command with the next sequence number and
+//!    the wall-clock time, and appends it to the journal.
+//! 3. **State machine**: the same thread applies each command; events are
+//!    held back.
+//! 4. **Group commit**: one write and one `fdatasync` for the batch.
+//! 5. **Outputs**: only now, with the journal durable past every input of
+//!    the batch, events go to the originating session, to sessions
+//!    subscribed to the accounts involved, and to broadcast consumers
+//!    (market data, read models). A consumer whose bounded queue is full is
+//!    cut off with a reason; the engine never blocks on it.
+//!
+//! The pure modules of this crate know nothing of this one.
+
+mod recovery;
+mod routing;
+
+pub use recovery::{
+    journal_dir, load_snapshot, parse_snapshot, recover, replay_journal, snapshot_dir, Recovered,
+    RecoveryError, SnapshotHeader,
+};
+pub use routing::{Output, SessionHandle, SessionId, Subscription};
+
+use crate::codec::encode_command;
+use crate::state::StableHasher;
+use crate::{Command, Engine, Event, SequencedCommand};
+use brokerx_journal::{Journal, JournalError};
+use crossbeam_queue::ArrayQueue;
+use routing::Router;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{JoinHandle, Thread};
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What the engine thread does when the ring is empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Busy-spin: lowest latency, burns a core.
+    Spin,
+    /// Spin a while, then `yield_now`.
+    SpinThenYield { spins: u32 },
+    /// Spin a while, then park until a producer unparks us (or `timeout`).
+    Park { spins: u32, timeout: Duration },
+}
+
+impl WaitStrategy {
+    pub fn parse(text: &str) -> Option<WaitStrategy> {
+        match text {
+            "spin" => Some(WaitStrategy::Spin),
+            "yield" | "spin-then-yield" => Some(WaitStrategy::SpinThenYield { spins: 1_000 }),
+            "park" => Some(WaitStrategy::Park {
+                spins: 1_000,
+                timeout: Duration::from_millis(50),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Sizing and behaviour of the pipeline. Every queue is bounded.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub data_dir: PathBuf,
+    pub queue_capacity: usize,
+    pub batch_max: usize,
+    pub outbound_capacity: usize,
+    pub wait: WaitStrategy,
+    pub durable: bool,
+    pub segment_bytes: u64,
+    /// Take a snapshot after this many commands (0: only at shutdown).
+    pub snapshot_every: u64,
+}
+
+impl PipelineConfig {
+    pub fn new(data_dir: PathBuf) -> PipelineConfig {
+        PipelineConfig {
+            data_dir,
+            queue_capacity: 1 << 16,
+            batch_max: 4_096,
+            outbound_capacity: 1 << 16,
+            wait: WaitStrategy::Park {
+                spins: 1_000,
+                timeout: Duration::from_millis(50),
+            },
+            durable: true,
+            segment_bytes: 64 << 20,
+            snapshot_every: 0,
+        }
+    }
+}
+
+/// The ring is full: tell the client to retry later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Busy;
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "engine busy: inbound queue full, retry")
+    }
+}
+
+impl std::error::Error for Busy {}
+
+struct Inbound {
+    session: SessionId,
+    command: Command,
+}
+
+/// Counters readable from any thread.
+#[derive(Default, Debug)]
+pub struct PipelineStats {
+    pub commands: AtomicU64,
+    pub batches: AtomicU64,
+    pub busy_rejections: AtomicU64,
+    pub durable_seq: AtomicU64,
+    pub events: AtomicU64,
+    pub consumers_cut_off: AtomicU64,
+    pub snapshots: AtomicU64,
+}
+
+enum Control {
+    Register(Subscription),
+    Unregister(SessionId),
+}
+
+struct Shared {
+    ring: ArrayQueue<Inbound>,
+    control: Mutex<Vec<Control>>,
+    has_control: AtomicBool,
+    stop: AtomicBool,
+    sleeping: AtomicBool,
+    engine_thread: Mutex<Option<Thread>>,
+    next_session: AtomicU64,
+    outbound_capacity: usize,
+    stats: PipelineStats,
+}
+
+impl Shared {
+    fn wake(&self) {
+        if self.sleeping.load(Ordering::Acquire) {
+            if let Some(thread) = self.engine_thread.lock().expect("not poisoned").as_ref() {
+                thread.unpark();
+            }
+        }
+    }
+}
+
+/// A producer's handle: cheap to clone, one per gateway session.
+#[derive(Clone)]
+pub struct Submitter {
+    shared: Arc<Shared>,
+    session: SessionId,
+}
+
+impl Submitter {
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// Hands a command to the engine, or fails at once with `Busy`.
+    pub fn submit(&self, command: Command) -> Result<(), Busy> {
+        let inbound = Inbound {
+            session: self.session,
+            command,
+        };
+        match self.shared.ring.push(inbound) {
+            Ok(()) => {
+                self.shared.wake();
+                Ok(())
+            }
+            Err(_) => {
+                self.shared
+                    .stats
+                    .busy_rejections
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(Busy)
+            }
+        }
+    }
+}
+
+/// How the engine thread ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub last_seq: u64,
+    pub event_count: u64,
+    pub event_hash: u64,
+    pub state_hash: u64,
+}
+
+/// A running pipeline.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    handle: Mutex<Option<JoinHandle<Result<Finished, JournalError>>>>,
+    pub recovered: Recovered,
+}
+
+impl Pipeline {
+    /// Recovers state from `data_dir` (snapshot plus journal) and starts
+    /// the engine thread.
+    pub fn start(
+        config: PipelineConfig,
+        engine_config: crate::EngineConfig,
+    ) -> Result<Pipeline, RecoveryError> {
+        let (journal, recovered, engine) = recover(&config, engine_config)?;
+        let shared = Arc::new(Shared {
+            ring: ArrayQueue::new(config.queue_capacity),
+            control: Mutex::new(Vec::new()),
+            has_control: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            engine_thread: Mutex::new(None),
+            next_session: AtomicU64::new(1),
+            outbound_capacity: config.outbound_capacity,
+            stats: PipelineStats::default(),
+        });
+        shared
+            .stats
+            .durable_seq
+            .store(recovered.last_seq, Ordering::Release);
+        let state = LoopState {
+            engine,
+            journal,
+            seq: recovered.last_seq,
+            last_timestamp_ns: 0,
+            event_count: recovered.event_count,
+            event_hasher: recovered.event_hasher,
+            since_snapshot: 0,
+            config: config.clone(),
+        };
+        let thread_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("brokerx-engine".into())
+            .spawn(move || engine_loop(thread_shared, state))
+            .map_err(|e| RecoveryError::Io(e.to_string()))?;
+        *shared.engine_thread.lock().expect("not poisoned") = Some(handle.thread().clone());
+        Ok(Pipeline {
+            shared,
+            handle: Mutex::new(Some(handle)),
+            recovered,
+        })
+    }
+
+    pub fn stats(&self) -> &PipelineStats {
+        &self.shared.stats
+    }
+
+    /// Registers a session: its submitter and the queue its outputs arrive
+    /// on. `accounts`: also receive events of these accounts caused by
+    /// other sessions (fills of resting orders, kill switch). `everything`:
+    /// receive every event (market data, read models).
+    pub fn connect(
+        &self,
+        accounts: &[brokerx_risk::AccountId],
+        everything: bool,
+    ) -> (Submitter, SessionHandle) {
+        let id = SessionId(self.shared.next_session.fetch_add(1, Ordering::Relaxed));
+        let (subscription, handle) =
+            routing::subscription(id, accounts, everything, self.shared.outbound_capacity);
+        self.control(Control::Register(subscription));
+        let submitter = Submitter {
+            shared: self.shared.clone(),
+            session: id,
+        };
+        (submitter, handle)
+    }
+
+    pub fn disconnect(&self, session: SessionId) {
+        self.control(Control::Unregister(session));
+    }
+
+    fn control(&self, control: Control) {
+        self.shared
+            .control
+            .lock()
+            .expect("not poisoned")
+            .push(control);
+        self.shared.has_control.store(true, Ordering::Release);
+        self.shared.wake();
+    }
+
+    /// True once the engine thread has ended: after `shutdown`, or on a
+    /// fatal journal error (which the next `shutdown` call returns).
+    pub fn has_stopped(&self) -> bool {
+        self.handle
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .is_none_or(|handle| handle.is_finished())
+    }
+
+    /// Drains the ring, commits, writes a final snapshot and stops. Only
+    /// the first call has a result to report; later calls return `None`.
+    pub fn shutdown(&self) -> Option<Result<Finished, JournalError>> {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(thread) = self
+            .shared
+            .engine_thread
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+        {
+            thread.unpark();
+        }
+        let handle = self.handle.lock().expect("not poisoned").take()?;
+        Some(handle.join().expect("engine thread does not panic"))
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Everything the engine thread owns.
+struct LoopState {
+    engine: Engine,
+    journal: Journal,
+    seq: u64,
+    last_timestamp_ns: u64,
+    event_count: u64,
+    event_hasher: StableHasher,
+    since_snapshot: u64,
+    config: PipelineConfig,
+}
+
+/// One command of the batch awaiting its fsync.
+struct Pending {
+    seq: u64,
+    timestamp_ns: u64,
+    session: SessionId,
+    events_end: usize,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, JournalError> {
+    let mut router = Router::default();
+    let mut batch: Vec<Inbound> = Vec::with_capacity(state.config.batch_max);
+    let mut pending: Vec<Pending> = Vec::with_capacity(state.config.batch_max);
+    let mut events: Vec<Event> = Vec::with_capacity(state.config.batch_max * 4);
+    let mut record: Vec<u8> = Vec::with_capacity(128);
+    let mut idle_spins = 0u32;
+    loop {
+        if shared.has_control.swap(false, Ordering::AcqRel) {
+            let controls = std::mem::take(&mut *shared.control.lock().expect("not poisoned"));
+            for control in controls {
+                match control {
+                    Control::Register(subscription) => router.register(subscription),
+                    Control::Unregister(session) => router.unregister(session),
+                }
+            }
+        }
+        while batch.len() < state.config.batch_max {
+            match shared.ring.pop() {
+                Some(inbound) => batch.push(inbound),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            if shared.stop.load(Ordering::Acquire) && shared.ring.is_empty() {
+                break;
+            }
+            idle_spins = wait(&shared, state.config.wait, idle_spins);
+            continue;
+        }
+        idle_spins = 0;
+
+        // Sequence, journal, apply: outputs are held back.
+        for inbound in batch.drain(..) {
+            state.seq += 1;
+            state.last_timestamp_ns = state.last_timestamp_ns.max(now_ns());
+            let sequenced = SequencedCommand {
+                seq: state.seq,
+                timestamp_ns: state.last_timestamp_ns,
+                command: inbound.command,
+            };
+            record.clear();
+            encode_command(&sequenced, &mut record);
+            state.journal.append(sequenced.seq, &record)?;
+            state.engine.apply(&sequenced, &mut events);
+            pending.push(Pending {
+                seq: sequenced.seq,
+                timestamp_ns: sequenced.timestamp_ns,
+                session: inbound.session,
+                events_end: events.len(),
+            });
+        }
+
+        // Group commit: one write, one fdatasync. A failure is fatal and
+        // nothing of this batch is ever acknowledged.
+        let batch_commands = pending.len() as u64;
+        let durable = state.journal.commit()?;
+        debug_assert_eq!(durable, state.seq);
+        shared.stats.durable_seq.store(durable, Ordering::Release);
+        shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .commands
+            .fetch_add(batch_commands, Ordering::Relaxed);
+
+        // Publish, now that every input of the batch is durable.
+        let mut start = 0;
+        for item in pending.drain(..) {
+            let slice = &events[start..item.events_end];
+            for event in slice {
+                hash_event(&mut state.event_hasher, event, &mut record);
+            }
+            state.event_count += slice.len() as u64;
+            router.publish(item.session, item.seq, item.timestamp_ns, slice);
+            start = item.events_end;
+        }
+        shared
+            .stats
+            .events
+            .store(state.event_count, Ordering::Relaxed);
+        shared
+            .stats
+            .consumers_cut_off
+            .store(router.cut_off(), Ordering::Relaxed);
+        events.clear();
+
+        state.since_snapshot += batch_commands;
+        if state.config.snapshot_every > 0 && state.since_snapshot >= state.config.snapshot_every {
+            write_snapshot(&state)?;
+            state.since_snapshot = 0;
+            shared.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let durable = state.journal.commit()?;
+    shared.stats.durable_seq.store(durable, Ordering::Release);
+    write_snapshot(&state)?;
+    shared.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+    Ok(Finished {
+        last_seq: state.seq,
+        event_count: state.event_count,
+        event_hash: state.event_hasher.finish(),
+        state_hash: state.engine.state_hash(),
+    })
+}
+
+/// Folds one event, in its wire encoding, into the running event hash.
+pub fn hash_event(hasher: &mut StableHasher, event: &Event, scratch: &mut Vec<u8>) {
+    scratch.clear();
+    crate::codec::encode_event(event, scratch);
+    hasher.bytes(scratch);
+}
+
+fn write_snapshot(state: &LoopState) -> Result<(), JournalError> {
+    let header = SnapshotHeader {
+        seq: state.seq,
+        event_count: state.event_count,
+        event_hasher: state.event_hasher,
+        state_hash: state.engine.state_hash(),
+    };
+    write_snapshot_file(&state.config.data_dir, &header, &state.engine)?;
+    Ok(())
+}
+
+/// Writes a snapshot of `engine` into the store at `data_dir`.
+pub fn write_snapshot_file(
+    data_dir: &std::path::Path,
+    header: &SnapshotHeader,
+    engine: &Engine,
+) -> Result<PathBuf, JournalError> {
+    let payload = recovery::snapshot_payload(header, engine);
+    brokerx_journal::snapshot::write(&recovery::snapshot_dir(data_dir), header.seq, &payload)
+}
+
+fn wait(shared: &Shared, strategy: WaitStrategy, spins: u32) -> u32 {
+    match strategy {
+        WaitStrategy::Spin => {
+            std::hint::spin_loop();
+            spins
+        }
+        WaitStrategy::SpinThenYield { spins: limit } => {
+            if spins < limit {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+            spins.saturating_add(1)
+        }
+        WaitStrategy::Park {
+            spins: limit,
+            timeout,
+        } => {
+            if spins < limit {
+                std::hint::spin_loop();
+                return spins + 1;
+            }
+            shared.sleeping.store(true, Ordering::Release);
+            // Re-check after announcing sleep so a push that raced with us
+            // is not missed.
+            if shared.ring.is_empty()
+                && !shared.stop.load(Ordering::Acquire)
+                && !shared.has_control.load(Ordering::Acquire)
+            {
+                std::thread::park_timeout(timeout);
+            }
+            shared.sleeping.store(false, Ordering::Release);
+            spins
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Output routing: each event goes to the session whose command caused it,
+//! to sessions subscribed to an account it names, and to broadcast
+//! consumers. Every consumer has a bounded queue; one that is full is cut
+//! off with a reason instead of stalling the engine.
+
+use crate::Event;
+use brokerx_risk::AccountId;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+/// One event as a consumer sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// Sequence number of the command that caused the event.
+    pub seq: u64,
+    pub timestamp_ns: u64,
+    pub event: Event,
+    /// The receiving session sent that command.
+    pub own: bool,
+    /// The last event of that command (set on the sender's copy).
+    pub last: bool,
+}
+
+/// The engine side of a registration.
+pub struct Subscription {
+    id: SessionId,
+    sender: Sender<Output>,
+    accounts: Vec<AccountId>,
+    everything: bool,
+    cut_reason: Arc<Mutex<Option<String>>>,
+}
+
+/// The consumer side: outputs arrive on `receiver`. When the engine cuts a
+/// slow consumer off, the channel disconnects and `cut_reason` says why.
+pub struct SessionHandle {
+    pub id: SessionId,
+    pub receiver: Receiver<Output>,
+    cut_reason: Arc<Mutex<Option<String>>>,
+}
+
+impl SessionHandle {
+    pub fn cut_reason(&self) -> Option<String> {
+        self.cut_reason.lock().expect("not poisoned").clone()
+    }
+}
+
+pub(crate) fn subscription(
+    id: SessionId,
+    accounts: &[AccountId],
+    everything: bool,
+    capacity: usize,
+) -> (Subscription, SessionHandle) {
+    let (sender, receiver) = crossbeam_channel::bounded(capacity);
+    let cut_reason = Arc::new(Mutex::new(None));
+    let subscription = Subscription {
+        id,
+        sender,
+        accounts: accounts.to_vec(),
+        everything,
+        cut_reason: cut_reason.clone(),
+    };
+    let handle = SessionHandle {
+        id,
+        receiver,
+        cut_reason,
+    };
+    (subscription, handle)
+}
+
+/// The accounts an event concerns (at most two).
+fn accounts_of(event: &Event) -> [Option<AccountId>; 2] {
+    match *event {
+        Event::Trade {
+            maker_account,
+            taker_account,
+            ..
+        } => [Some(maker_account), Some(taker_account)],
+        Event::Rejected { account, .. }
+        | Event::AccountCreated { account, .. }
+        | Event::LimitsSet { account, .. }
+        | Event::CashMoved { account, .. }
+        | Event::SharesMoved { account, .. }
+        | Event::OrderAccepted { account, .. }
+        | Event::OrderReplaced { account, .. }
+        | Event::OrderCancelled { account, .. }
+        | Event::OrderExpired { account, .. }
+        | Event::AccountSuspended { account, .. }
+        | Event::AccountReinstated { account } => [Some(account), None],
+        Event::MassCancelled { account, .. } => [account, None],
+        Event::SymbolAdded { .. }
+        | Event::ReferencePriceSet { .. }
+        | Event::TradingStatus { .. }
+        | Event::BookLevel { .. }
+        | Event::DayEnded { .. } => [None, None],
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Router {
+    sessions: BTreeMap<SessionId, Subscription>,
+    by_account: BTreeMap<AccountId, Vec<SessionId>>,
+    everything: Vec<SessionId>,
+    cut_off: u64,
+    targets: Vec<SessionId>,
+}
+
+impl Router {
+    pub(crate) fn register(&mut self, subscription: Subscription) {
+        let id = subscription.id;
+        for account in &subscription.accounts {
+            self.by_account.entry(*account).or_default().push(id);
+        }
+        if subscription.everything {
+            self.everything.push(id);
+        }
+        self.sessions.insert(id, subscription);
+    }
+
+    pub(crate) fn unregister(&mut self, id: SessionId) {
+        if let Some(subscription) = self.sessions.remove(&id) {
+            for account in &subscription.accounts {
+                if let Some(list) = self.by_account.get_mut(account) {
+                    list.retain(|s| *s != id);
+                }
+            }
+            self.everything.retain(|s| *s != id);
+        }
+    }
+
+    pub(crate) fn cut_off(&self) -> u64 {
+        self.cut_off
+    }
+
+    /// Delivers the events of one command.
+    pub(crate) fn publish(
+        &mut self,
+        origin: crate::pipeline::SessionId,
+        seq: u64,
+        timestamp_ns: u64,
+        events: &[Event],
+    ) {
+        for (index, event) in events.iter().enumerate() {
+            let mut output = Output {
+                seq,
+                timestamp_ns,
+                event: *event,
+                own: true,
+                last: index + 1 == events.len(),
+            };
+            self.send(origin, output);
+            output.own = false;
+            output.last = false;
+            self.targets.clear();
+            for account in accounts_of(event).into_iter().flatten() {
+                if let Some(list) = self.by_account.get(&account) {
+                    self.targets.extend(list.iter().copied());
+                }
+            }
+            self.targets.extend(self.everything.iter().copied());
+            self.targets.sort_unstable();
+            self.targets.dedup();
+            let mut targets = std::mem::take(&mut self.targets);
+            for target in targets.drain(..).filter(|t| *t != origin) {
+                self.send(target, output);
+            }
+            self.targets = targets;
+        }
+    }
+
+    fn send(&mut self, target: SessionId, output: Output) {
+        let Some(subscription) = self.sessions.get(&target) else {
+            return;
+        };
+        match subscription.sender.try_send(output) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let reason = format!(
+                    "consumer too slow: {} outputs queued and unread at seq {}",
+                    subscription.sender.len(),
+                    output.seq
+                );
+                *subscription.cut_reason.lock().expect("not poisoned") = Some(reason);
+                self.cut_off += 1;
+                self.unregister(target);
+            }
+            Err(TrySendError::Disconnected(_)) => self.unregister(target),
+        }
+    }
+}

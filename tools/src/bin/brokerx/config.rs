@@ -1,0 +1,214 @@
+//! Server configuration: an embedded default (a small demo universe), an
+//! optional TOML file that replaces it, then environment variables, then
+//! command-line flags, in that order of precedence (last wins).
+
+use brokerx_engine::{AccountId, Command, Limits, SelfTradePrevention, SymbolId, SymbolSpec};
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The configuration `brokerx serve` runs with when given none.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    #[serde(default)]
+    pub ports: Ports,
+    #[serde(default)]
+    pub symbols: Vec<SymbolConfig>,
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub data_dir: PathBuf,
+    #[serde(default = "default_durability")]
+    pub durability: String,
+    #[serde(default = "default_wait")]
+    pub wait: String,
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    #[serde(default)]
+    pub snapshot_every: u64,
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+}
+
+fn default_durability() -> String {
+    "fsync".into()
+}
+fn default_wait() -> String {
+    "park".into()
+}
+fn default_bind() -> String {
+    "127.0.0.1".into()
+}
+fn default_queue() -> usize {
+    1 << 16
+}
+
+/// Listener ports; 0 picks a free port. `test` is the line-based test port
+/// (a stand-in until the FIX and OUCH gateways exist); `None` disables it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ports {
+    pub http: Option<u16>,
+    pub fix: Option<u16>,
+    pub ouch: Option<u16>,
+    pub itch: Option<u16>,
+    pub mold: Option<u16>,
+    pub test: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolConfig {
+    pub id: u32,
+    pub name: String,
+    /// Prices are minor units of 1/10000 of the currency (4 implied
+    /// decimals, as in ITCH and OUCH).
+    pub tick: u64,
+    pub lot: u64,
+    pub reference: u64,
+    pub band_bps: u32,
+    #[serde(default)]
+    pub maker_fee: u64,
+    #[serde(default)]
+    pub taker_fee: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub id: u32,
+    pub name: String,
+    #[serde(default)]
+    pub cash: u64,
+    /// Shares per symbol name.
+    #[serde(default)]
+    pub shares: std::collections::BTreeMap<String, u64>,
+    pub max_order_qty: Option<u64>,
+    pub max_order_notional: Option<u64>,
+    pub max_open_orders: Option<u32>,
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| format!("config: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !matches!(self.server.durability.as_str(), "fsync" | "none") {
+            return Err(format!(
+                "config: durability must be \"fsync\" or \"none\", not {:?}",
+                self.server.durability
+            ));
+        }
+        if brokerx_engine::pipeline::WaitStrategy::parse(&self.server.wait).is_none() {
+            return Err(format!(
+                "config: wait must be spin, yield or park, not {:?}",
+                self.server.wait
+            ));
+        }
+        for account in &self.accounts {
+            for symbol in account.shares.keys() {
+                if self.symbol_id(symbol).is_none() {
+                    return Err(format!(
+                        "config: account {} holds unknown symbol {symbol:?}",
+                        account.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn symbol_id(&self, name: &str) -> Option<SymbolId> {
+        self.symbols
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| SymbolId(s.id))
+    }
+
+    /// The journaled commands that set up a fresh store: symbols, then
+    /// accounts with their limits, cash and shares.
+    pub fn bootstrap_commands(&self) -> Vec<Command> {
+        let mut commands = Vec::new();
+        for symbol in &self.symbols {
+            commands.push(Command::AddSymbol {
+                symbol: SymbolId(symbol.id),
+                spec: SymbolSpec {
+                    tick_size: symbol.tick,
+                    lot_size: symbol.lot,
+                    reference_price: symbol.reference,
+                    band_bps: symbol.band_bps,
+                    maker_fee_per_share: symbol.maker_fee,
+                    taker_fee_per_share: symbol.taker_fee,
+                },
+            });
+        }
+        for account in &self.accounts {
+            let id = AccountId(account.id);
+            let limits = Limits {
+                max_order_qty: account.max_order_qty.unwrap_or(u64::MAX),
+                max_order_notional: account.max_order_notional.unwrap_or(u64::MAX),
+                max_open_orders: account.max_open_orders.unwrap_or(u32::MAX),
+            };
+            commands.push(Command::CreateAccount {
+                account: id,
+                limits,
+                self_trade: SelfTradePrevention::CancelNewest,
+            });
+            if account.cash > 0 {
+                commands.push(Command::DepositCash {
+                    account: id,
+                    amount: account.cash,
+                    tag: 0,
+                });
+            }
+            for (symbol, qty) in &account.shares {
+                let symbol = self.symbol_id(symbol).expect("validated");
+                commands.push(Command::DepositShares {
+                    account: id,
+                    symbol,
+                    qty: *qty,
+                    tag: 0,
+                });
+            }
+        }
+        commands
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_parses_and_bootstraps() {
+        let config = Config::parse(DEFAULT_CONFIG).unwrap();
+        assert!(config.symbols.len() >= 3);
+        assert!(config.bootstrap_commands().len() > config.symbols.len());
+    }
+
+    #[test]
+    fn bad_configs_give_clear_errors() {
+        let cases = [
+            ("", "missing field `server`"),
+            ("[server]\ndata_dir = 1", "invalid type"),
+            ("[server]\ndata_dir = \"d\"\ndurability = \"sometimes\"", "durability must be"),
+            ("[server]\ndata_dir = \"d\"\nwait = \"nap\"", "wait must be"),
+            ("[server]\ndata_dir = \"d\"\ncolour = \"red\"", "unknown field"),
+            ("[server]\ndata_dir = \"d\"\n[[accounts]]\nid = 1\nname = \"a\"\nshares = { XYZ = 1 }", "unknown symbol"),
+        ];
+        for (text, expected) in cases {
+            let error = Config::parse(text).unwrap_err();
+            assert!(error.contains(expected), "{text:?}: {error}");
+        }
+    }
+}

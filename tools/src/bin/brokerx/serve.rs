@@ -1,0 +1,240 @@
+//! `brokerx serve`: recover, bootstrap a fresh store, open listeners, print
+//! `brokerx ready`, and on SIGINT/SIGTERM drain, fsync and snapshot.
+
+use crate::config::{Config, DEFAULT_CONFIG};
+use crate::Flags;
+use brokerx_engine::pipeline::{Pipeline, PipelineConfig, WaitStrategy};
+use brokerx_engine::EngineConfig;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Exit status when the journal fails: nothing after the failure was
+/// acknowledged, and the process must not carry on.
+const EXIT_JOURNAL_FAILED: i32 = 70;
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Config file (or the embedded default), then environment, then flags.
+fn load_config(flags: &Flags) -> Result<Config, String> {
+    let path = flags
+        .value("config")
+        .map(str::to_string)
+        .or_else(|| env("BROKERX_CONFIG"));
+    let text = match &path {
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read config {path}: {e}"))?
+        }
+        None => DEFAULT_CONFIG.to_string(),
+    };
+    let mut config = Config::parse(&text)?;
+    let server = &mut config.server;
+    if let Some(dir) = flags
+        .value("data-dir")
+        .map(str::to_string)
+        .or_else(|| env("BROKERX_DATA_DIR"))
+    {
+        server.data_dir = PathBuf::from(dir);
+    }
+    if let Some(durability) = flags
+        .value("durability")
+        .map(str::to_string)
+        .or_else(|| env("BROKERX_DURABILITY"))
+    {
+        server.durability = durability;
+    }
+    if let Some(wait) = flags
+        .value("wait")
+        .map(str::to_string)
+        .or_else(|| env("BROKERX_WAIT"))
+    {
+        server.wait = wait;
+    }
+    let ports = &mut config.ports;
+    for (flag, variable, slot) in [
+        ("test-port", "BROKERX_TEST_PORT", &mut ports.test),
+        ("http-port", "BROKERX_HTTP_PORT", &mut ports.http),
+        ("fix-port", "BROKERX_FIX_PORT", &mut ports.fix),
+        ("ouch-port", "BROKERX_OUCH_PORT", &mut ports.ouch),
+        ("itch-port", "BROKERX_ITCH_PORT", &mut ports.itch),
+        ("mold-port", "BROKERX_MOLD_PORT", &mut ports.mold),
+    ] {
+        let text = flags
+            .value(flag)
+            .map(str::to_string)
+            .or_else(|| env(variable));
+        if let Some(text) = text {
+            *slot = Some(
+                text.parse()
+                    .map_err(|_| format!("--{flag}/{variable}: bad port {text:?}"))?,
+            );
+        }
+    }
+    // Re-validate what the overrides changed.
+    if !matches!(config.server.durability.as_str(), "fsync" | "none") {
+        return Err(format!(
+            "durability must be fsync or none, not {:?}",
+            config.server.durability
+        ));
+    }
+    if WaitStrategy::parse(&config.server.wait).is_none() {
+        return Err(format!(
+            "wait must be spin, yield or park, not {:?}",
+            config.server.wait
+        ));
+    }
+    Ok(config)
+}
+
+pub fn serve(flags: &Flags) -> Result<(), String> {
+    let config = load_config(flags)?;
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let lock = std::fs::File::create(data_dir.join("LOCK"))
+        .map_err(|e| format!("cannot create lock file: {e}"))?;
+    lock.try_lock().map_err(|_| {
+        format!(
+            "{} is in use by another brokerx process",
+            data_dir.display()
+        )
+    })?;
+
+    let durable = config.server.durability == "fsync";
+    if !durable {
+        eprintln!("################################################################");
+        eprintln!("# WARNING: --durability none: the journal is NOT fsynced.      #");
+        eprintln!("# Acknowledged orders can be lost on a crash. Benchmarks only.  #");
+        eprintln!("################################################################");
+    }
+    let mut pipeline_config = PipelineConfig::new(data_dir.clone());
+    pipeline_config.durable = durable;
+    pipeline_config.wait = WaitStrategy::parse(&config.server.wait).expect("validated");
+    pipeline_config.snapshot_every = config.server.snapshot_every;
+    pipeline_config.queue_capacity = config.server.queue_capacity.max(1);
+
+    let pipeline = Pipeline::start(pipeline_config, EngineConfig::default())
+        .map_err(|e| format!("recovery failed: {e}"))?;
+    report_recovery(&pipeline);
+    let pipeline = Arc::new(pipeline);
+    if pipeline.recovered.last_seq == 0 {
+        bootstrap(&pipeline, &config)?;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+
+    let bind = config.server.bind.clone();
+    if let Some(port) = config.ports.test {
+        let listener = TcpListener::bind((bind.as_str(), port))
+            .map_err(|e| format!("test port {bind}:{port}: {e}"))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("test port listening on {address} (line protocol; see `brokerx help`)");
+        let pipeline = pipeline.clone();
+        std::thread::Builder::new()
+            .name("test-port-accept".into())
+            .spawn(move || crate::testport::serve(listener, pipeline))
+            .map_err(|e| e.to_string())?;
+    }
+    for (name, port) in [
+        ("http", config.ports.http),
+        ("fix", config.ports.fix),
+        ("ouch", config.ports.ouch),
+        ("itch", config.ports.itch),
+        ("mold", config.ports.mold),
+    ] {
+        if port.is_some() {
+            println!("{name} port configured but its gateway is not built yet; not listening");
+        }
+    }
+    for account in &config.accounts {
+        println!(
+            "demo account {} ({}), funded by the config",
+            account.id, account.name
+        );
+    }
+    println!("brokerx ready");
+    let _ = std::io::stdout().flush();
+
+    while !stop.load(Ordering::Relaxed) && !pipeline.has_stopped() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match pipeline.shutdown() {
+        Some(Ok(finished)) => {
+            println!(
+                "brokerx stopped: seq {} durable, {} events, event hash {:016x}, state hash {:016x}",
+                finished.last_seq, finished.event_count, finished.event_hash, finished.state_hash
+            );
+            Ok(())
+        }
+        Some(Err(error)) => {
+            eprintln!("brokerx: FATAL: journal failure: {error}. Stopping; nothing after it was acknowledged.");
+            std::process::exit(EXIT_JOURNAL_FAILED);
+        }
+        None => Ok(()),
+    }
+}
+
+fn report_recovery(pipeline: &Pipeline) {
+    let recovered = &pipeline.recovered;
+    match recovered.from_snapshot {
+        Some(seq) => println!(
+            "recovered from snapshot at seq {seq}, then {} journaled commands",
+            recovered.replayed
+        ),
+        None => println!(
+            "recovered {} journaled commands (no snapshot)",
+            recovered.replayed
+        ),
+    }
+    if let Some(torn) = &recovered.torn_tail {
+        println!("journal: truncated a torn last record: {torn}");
+    }
+    for skipped in &recovered.skipped_snapshots {
+        println!("snapshot skipped: {skipped}");
+    }
+    println!("state at seq {}", recovered.last_seq);
+}
+
+/// A fresh store: journal the configured symbols and funded accounts.
+fn bootstrap(pipeline: &Pipeline, config: &Config) -> Result<(), String> {
+    let commands = config.bootstrap_commands();
+    let (submitter, handle) = pipeline.connect(&[], false);
+    for command in &commands {
+        while submitter.submit(*command).is_err() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let mut done = 0;
+    while done < commands.len() {
+        let output = handle
+            .receiver
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "bootstrap: no reply from the engine".to_string())?;
+        if let brokerx_engine::Event::Rejected { code, .. } = output.event {
+            return Err(format!(
+                "bootstrap command at seq {} rejected: {}",
+                output.seq,
+                code.name()
+            ));
+        }
+        if output.last {
+            done += 1;
+        }
+    }
+    pipeline.disconnect(handle.id);
+    println!(
+        "bootstrapped {} symbols and {} accounts from the config",
+        config.symbols.len(),
+        config.accounts.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! Pipeline benchmark: throughput and enqueue-to-publish latency of the
+//! live pipeline with durability `none` and `fsync`, beside a bare
+//! `write + fdatasync` loop on the same disk (batch sizes 1, 64, 4096),
+//! then replay speed from disk. Ratios against the bare loop are the
+//! result; absolute numbers depend on this shared machine.
+//!
+//! `pipeline_bench [--commands N] [--dir DIR] [--recovery N]`
+
+use brokerx_engine::pipeline::{recover, Pipeline, PipelineConfig, WaitStrategy};
+use brokerx_engine::state::StableHasher;
+use brokerx_engine::{
+    AccountId, Command, Engine, EngineConfig, Limits, OrderType, SelfTradePrevention, Side,
+    SymbolId, SymbolSpec, TimeInForce,
+};
+use hdrhistogram::Histogram;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn setup() -> Vec<Command> {
+    let mut commands = vec![Command::AddSymbol {
+        symbol: SymbolId(0),
+        spec: SymbolSpec {
+            tick_size: 1,
+            lot_size: 1,
+            reference_price: 100_000,
+            band_bps: 1_000,
+            maker_fee_per_share: 0,
+            taker_fee_per_share: 0,
+        },
+    }];
+    for account in 1..=100 {
+        let account = AccountId(account);
+        commands.push(Command::CreateAccount {
+            account,
+            limits: Limits::UNLIMITED,
+            self_trade: SelfTradePrevention::CancelNewest,
+        });
+        commands.push(Command::DepositCash {
+            account,
+            amount: 1 << 50,
+            tag: 0,
+        });
+        commands.push(Command::DepositShares {
+            account,
+            symbol: SymbolId(0),
+            qty: 1 << 40,
+            tag: 0,
+        });
+    }
+    commands
+}
+
+fn orders(count: usize) -> Vec<Command> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..count)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let side = if state & 1 == 0 {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
+            let offset = (state >> 8) % 40;
+            let price = match side {
+                Side::Buy => 99_990 - offset + (state >> 20) % 12,
+                Side::Sell => 100_010 + offset - (state >> 20) % 12,
+            };
+            let tif = if i % 5 == 0 {
+                TimeInForce::Ioc
+            } else {
+                TimeInForce::Day
+            };
+            Command::NewOrder {
+                account: AccountId(1 + (state >> 32) as u32 % 100),
+                symbol: SymbolId(0),
+                side,
+                order_type: OrderType::Limit,
+                tif,
+                price,
+                qty: 1 + (state >> 40) % 100,
+                self_trade: SelfTradePrevention::AccountDefault,
+                tag: i as u64,
+            }
+        })
+        .collect()
+}
+
+struct Run {
+    label: String,
+    commands_per_s: f64,
+    latency: Histogram<u64>,
+    batches: u64,
+}
+
+fn pipeline_run(dir: &Path, durable: bool, count: usize) -> Run {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut config = PipelineConfig::new(dir.to_path_buf());
+    config.durable = durable;
+    config.wait = WaitStrategy::SpinThenYield { spins: 2_000 };
+    config.queue_capacity = 1 << 16;
+    config.outbound_capacity = 1 << 20;
+    let pipeline = Pipeline::start(config, EngineConfig::default()).expect("start");
+    let (submitter, handle) = pipeline.connect(&[], false);
+    let prelude = setup();
+    for command in &prelude {
+        submitter.submit(*command).unwrap();
+    }
+    let mut done = 0;
+    while done < prelude.len() {
+        done += handle.receiver.recv().unwrap().last as usize;
+    }
+    let first_seq = prelude.len() as u64 + 1;
+    let commands = orders(count);
+    // Enqueue time of each command, in ns since `base`.
+    let base = Instant::now();
+    let sent_at: Vec<AtomicU64> = (0..count).map(|_| AtomicU64::new(0)).collect();
+    let batches_before = pipeline.stats().batches.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let latency = std::thread::scope(|scope| {
+        let receiver = &handle.receiver;
+        let sent_at = &sent_at;
+        let consumer = scope.spawn(move || {
+            let mut done = 0;
+            let mut histogram = Histogram::<u64>::new_with_bounds(100, 60_000_000_000, 3).unwrap();
+            while done < count {
+                let output = receiver
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("output");
+                if output.last {
+                    let index = (output.seq - first_seq) as usize;
+                    let sent = sent_at[index].load(Ordering::Relaxed);
+                    let now = base.elapsed().as_nanos() as u64;
+                    histogram.saturating_record(now.saturating_sub(sent));
+                    done += 1;
+                }
+            }
+            histogram
+        });
+        for (index, command) in commands.iter().enumerate() {
+            loop {
+                sent_at[index].store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                if submitter.submit(*command).is_ok() {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        consumer.join().unwrap()
+    });
+    let elapsed = start.elapsed();
+    let batches = pipeline.stats().batches.load(Ordering::Relaxed) - batches_before;
+    pipeline.shutdown().unwrap().unwrap();
+    Run {
+        label: format!(
+            "pipeline, durability {}",
+            if durable { "fsync" } else { "none" }
+        ),
+        commands_per_s: count as f64 / elapsed.as_secs_f64(),
+        latency,
+        batches,
+    }
+}
+
+/// A bare loop: `batch` records of the journal's size per write, one
+/// fdatasync per write.
+fn bare_fsync(dir: &Path, batch: usize, budget: Duration) -> (f64, Histogram<u64>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("bare.log");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let record = vec![0x5Au8; 16 + 54];
+    let buffer: Vec<u8> = record
+        .iter()
+        .copied()
+        .cycle()
+        .take(record.len() * batch)
+        .collect();
+    let mut histogram = Histogram::<u64>::new_with_bounds(100, 60_000_000_000, 3).unwrap();
+    let start = Instant::now();
+    let mut records = 0u64;
+    while start.elapsed() < budget {
+        let t = Instant::now();
+        file.write_all(&buffer).unwrap();
+        file.sync_data().unwrap();
+        histogram.saturating_record(t.elapsed().as_nanos() as u64);
+        records += batch as u64;
+    }
+    let rate = records as f64 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    (rate, histogram)
+}
+
+fn us(h: &Histogram<u64>, q: f64) -> String {
+    format!("{:.1}", h.value_at_quantile(q) as f64 / 1000.0)
+}
+
+fn row(label: &str, rate: f64, h: &Histogram<u64>, extra: &str) {
+    println!(
+        "| {label} | {rate:.0} | {} | {} | {} | {} | {} | {} | {extra} |",
+        us(h, 0.5),
+        us(h, 0.99),
+        us(h, 0.999),
+        us(h, 0.9999),
+        format_args!("{:.1}", h.max() as f64 / 1000.0),
+        h.len()
+    );
+}
+
+fn replay_speed(dir: &Path) -> (u64, f64) {
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut hasher = StableHasher::default();
+    let mut events = 0;
+    let start = Instant::now();
+    let replayed = brokerx_engine::pipeline::replay_journal(
+        dir,
+        &mut engine,
+        &mut hasher,
+        &mut events,
+        None,
+        |_, _| {},
+    )
+    .unwrap();
+    (replayed, replayed as f64 / start.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let count: usize = arg("--commands")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let root = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/pipeline-bench".into()));
+    std::fs::create_dir_all(&root).unwrap();
+    println!(
+        "pipeline benchmark: {count} commands (limit orders, 20% IOC, 100 accounts), dir {}",
+        root.display()
+    );
+    println!();
+    println!("| run | records or commands/s | p50 us | p99 us | p99.9 us | p99.99 us | max us | samples | notes |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut bare_rates = Vec::new();
+    for batch in [1usize, 64, 4096] {
+        let (rate, histogram) = bare_fsync(&root.join("bare"), batch, Duration::from_secs(3));
+        row(
+            &format!("bare write+fdatasync, batch {batch}"),
+            rate,
+            &histogram,
+            "latency per fdatasync",
+        );
+        bare_rates.push((batch, rate));
+    }
+    let none = pipeline_run(&root.join("none"), false, count);
+    row(
+        &none.label,
+        none.commands_per_s,
+        &none.latency,
+        &format!("{} batches", none.batches),
+    );
+    let fsync = pipeline_run(&root.join("fsync"), true, count);
+    row(
+        &fsync.label,
+        fsync.commands_per_s,
+        &fsync.latency,
+        &format!(
+            "{} batches, {:.0} commands per fsync",
+            fsync.batches,
+            count as f64 / fsync.batches.max(1) as f64
+        ),
+    );
+    println!();
+    for (batch, rate) in &bare_rates {
+        println!(
+            "fsync pipeline / bare fdatasync loop at batch {batch}: {:.3}",
+            fsync.commands_per_s / rate
+        );
+    }
+    println!(
+        "fsync pipeline / none pipeline: {:.3}",
+        fsync.commands_per_s / none.commands_per_s
+    );
+    let (replayed, rate) = replay_speed(&root.join("fsync"));
+    println!("replay from disk: {replayed} commands at {rate:.0} commands/s");
+
+    if let Some(n) = arg("--recovery").and_then(|v| v.parse::<usize>().ok()) {
+        let dir = root.join("recovery");
+        let run = pipeline_run(&dir, false, n);
+        println!(
+            "journaled {n} commands (durability none) at {:.0}/s",
+            run.commands_per_s
+        );
+        // Recovery without a snapshot: remove the shutdown snapshot.
+        let _ = std::fs::remove_dir_all(brokerx_engine::pipeline::snapshot_dir(&dir));
+        let start = Instant::now();
+        let config = PipelineConfig::new(dir.clone());
+        let (_, recovered, _) = recover(&config, EngineConfig::default()).unwrap();
+        let elapsed = start.elapsed();
+        println!(
+            "recovery of {} journaled commands (no snapshot): {:.2} s, {:.0} commands/s",
+            recovered.replayed,
+            elapsed.as_secs_f64(),
+            recovered.replayed as f64 / elapsed.as_secs_f64()
+        );
+    }
+}

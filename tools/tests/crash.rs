@@ -1,0 +1,236 @@
+//! Crash safety of `brokerx serve`, end to end over its test port: drive
+//! load, `kill -9` at random moments, restart, and check that every command
+//! the client saw acknowledged is in the journal exactly once and that the
+//! recovered state satisfies every invariant. Bounded: 20 kills here
+//! (`BROKERX_CRASH_ROUNDS` raises it for a longer run), loopback only.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_brokerx");
+
+const CONFIG: &str = r#"
+[server]
+data_dir = "unused"
+durability = "fsync"
+wait = "park"
+snapshot_every = 300
+
+[ports]
+test = 0
+
+[[symbols]]
+id = 0
+name = "TEST"
+tick = 1
+lot = 1
+reference = 1000
+band_bps = 2000
+
+[[accounts]]
+id = 1
+name = "a"
+cash = 1000000000000
+shares = { TEST = 1000000000 }
+
+[[accounts]]
+id = 2
+name = "b"
+cash = 1000000000000
+shares = { TEST = 1000000000 }
+"#;
+
+struct Server {
+    child: Child,
+    address: String,
+}
+
+fn start(dir: &Path, config: &Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start brokerx");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut address = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in lines.by_ref() {
+        let line = line.expect("read stdout");
+        if let Some(rest) = line.strip_prefix("test port listening on ") {
+            address = rest.split_whitespace().next().map(str::to_string);
+        }
+        if line == "brokerx ready" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not get ready");
+    }
+    // Keep draining stdout so the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        address: address.expect("test port address printed"),
+    }
+}
+
+/// Sends tagged deposits and orders as fast as acks come back, recording
+/// every tag acknowledged, until `stop`.
+fn load(address: &str, next_tag: &AtomicU64, acked: &Mutex<Vec<u64>>, stop: &AtomicBool) {
+    let Ok(stream) = TcpStream::connect(address) else {
+        return;
+    };
+    let mut writer = stream.try_clone().unwrap();
+    let reader_acked = Arc::new(Mutex::new(Vec::new()));
+    let sink = reader_acked.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tag) = line.starts_with("EVT").then(|| tag_of(&line)).flatten() {
+                sink.lock().unwrap().push(tag);
+            }
+        }
+    });
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let tag = next_tag.fetch_add(1, Ordering::Relaxed);
+        let line = match i % 3 {
+            0 => format!("DEPOSIT 1 7 {tag}\n"),
+            1 => format!("NEW 1 0 BUY LIMIT GTC {} 5 {tag}\n", 990 + i % 10),
+            _ => format!("NEW 2 0 SELL LIMIT IOC {} 5 {tag}\n", 990 + i % 15),
+        };
+        i += 1;
+        if writer.write_all(line.as_bytes()).is_err() {
+            break;
+        }
+        if i % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let _ = reader.join();
+    acked
+        .lock()
+        .unwrap()
+        .extend(reader_acked.lock().unwrap().iter());
+}
+
+/// The tag in an event line (`... tag: 17 }`), if the event carries one.
+fn tag_of(line: &str) -> Option<u64> {
+    let rest = &line[line.find("tag: ")? + 5..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn run(args: &[&str], dir: &Path) -> String {
+    let output = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "brokerx {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("brokerx-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A tiny deterministic generator for kill timing.
+fn jitter(seed: &mut u64, max_ms: u64) -> Duration {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    Duration::from_millis(5 + *seed % max_ms)
+}
+
+#[test]
+fn acknowledged_commands_survive_kill_9() {
+    let rounds: usize = std::env::var("BROKERX_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let root = temp_dir("crash");
+    let dir = root.join("data");
+    let config = root.join("config.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let next_tag = AtomicU64::new(1);
+    let acked = Mutex::new(Vec::new());
+    let mut seed = 0x5eed_u64;
+    for _ in 0..rounds {
+        let mut server = start(&dir, &config);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| load(&server.address, &next_tag, &acked, &stop));
+            }
+            std::thread::sleep(jitter(&mut seed, 150));
+            server.child.kill().unwrap(); // SIGKILL
+            server.child.wait().unwrap();
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+
+    // Recover once more and stop cleanly (SIGTERM: drain, fsync, snapshot).
+    let server = start(&dir, &config);
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut child = server.child;
+    assert!(child.wait().unwrap().success(), "clean shutdown exits 0");
+
+    let dump = run(&["journal", "dump"], &dir);
+    let mut journaled: BTreeMap<u64, usize> = BTreeMap::new();
+    for line in dump.lines() {
+        if let Some(tag) = tag_of(line).filter(|t| *t > 0) {
+            *journaled.entry(tag).or_default() += 1;
+        }
+    }
+    let acked = acked.into_inner().unwrap();
+    let distinct: std::collections::BTreeSet<u64> = acked.iter().copied().collect();
+    eprintln!(
+        "{rounds} rounds: {} commands acknowledged, {} journaled",
+        distinct.len(),
+        journaled.len()
+    );
+    assert!(
+        acked.len() > 100,
+        "the load must get acknowledgements ({} so far)",
+        acked.len()
+    );
+    for tag in &acked {
+        assert_eq!(
+            journaled.get(tag),
+            Some(&1),
+            "acknowledged tag {tag} must be journaled exactly once"
+        );
+    }
+    let duplicates: Vec<_> = journaled.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "duplicated commands: {duplicates:?}");
+
+    let replay = run(&["replay", "--verify"], &dir);
+    assert!(replay.contains("verify: invariants hold"), "{replay}");
+    assert!(
+        replay.contains("verify: matches the snapshot's recorded hashes"),
+        "{replay}"
+    );
+}
