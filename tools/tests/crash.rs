@@ -4,16 +4,15 @@
 //! recovered state satisfies every invariant. Bounded: 20 kills here
 //! (`BROKERX_CRASH_ROUNDS` raises it for a longer run), loopback only.
 
+mod common;
+
+use common::{run, start, tag_of, temp_dir, terminate};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_brokerx");
+use std::time::Duration;
 
 const CONFIG: &str = r#"
 [server]
@@ -45,42 +44,6 @@ name = "b"
 cash = 1000000000000
 shares = { TEST = 1000000000 }
 "#;
-
-struct Server {
-    child: Child,
-    address: String,
-}
-
-fn start(dir: &Path, config: &Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start brokerx");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut address = None;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for line in lines.by_ref() {
-        let line = line.expect("read stdout");
-        if let Some(rest) = line.strip_prefix("test port listening on ") {
-            address = rest.split_whitespace().next().map(str::to_string);
-        }
-        if line == "brokerx ready" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "server did not get ready");
-    }
-    // Keep draining stdout so the server never blocks on it.
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        address: address.expect("test port address printed"),
-    }
-}
 
 /// Sends tagged deposits and orders as fast as acks come back, recording
 /// every tag acknowledged, until `stop`.
@@ -122,37 +85,6 @@ fn load(address: &str, next_tag: &AtomicU64, acked: &Mutex<Vec<u64>>, stop: &Ato
         .extend(reader_acked.lock().unwrap().iter());
 }
 
-/// The tag in an event line (`... tag: 17 }`), if the event carries one.
-fn tag_of(line: &str) -> Option<u64> {
-    let rest = &line[line.find("tag: ")? + 5..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn run(args: &[&str], dir: &Path) -> String {
-    let output = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "brokerx {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("brokerx-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A tiny deterministic generator for kill timing.
 fn jitter(seed: &mut u64, max_ms: u64) -> Duration {
     *seed ^= *seed << 13;
@@ -190,13 +122,7 @@ fn acknowledged_commands_survive_kill_9() {
 
     // Recover once more and stop cleanly (SIGTERM: drain, fsync, snapshot).
     let server = start(&dir, &config);
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut child = server.child;
-    assert!(child.wait().unwrap().success(), "clean shutdown exits 0");
+    terminate(server);
 
     let dump = run(&["journal", "dump"], &dir);
     let mut journaled: BTreeMap<u64, usize> = BTreeMap::new();

@@ -78,6 +78,10 @@ pub struct PipelineConfig {
     pub segment_bytes: u64,
     /// Take a snapshot after this many commands (0: only at shutdown).
     pub snapshot_every: u64,
+    /// After each snapshot, move journal segments it fully covers to
+    /// `journal/archive/` (off by default: replay from the first command
+    /// then needs the archive put back).
+    pub archive_after_snapshot: bool,
 }
 
 impl PipelineConfig {
@@ -94,6 +98,7 @@ impl PipelineConfig {
             durable: true,
             segment_bytes: 64 << 20,
             snapshot_every: 0,
+            archive_after_snapshot: false,
         }
     }
 }
@@ -437,6 +442,9 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
         state.since_snapshot += batch_commands;
         if state.config.snapshot_every > 0 && state.since_snapshot >= state.config.snapshot_every {
             write_snapshot(&state)?;
+            if state.config.archive_after_snapshot {
+                state.journal.archive_through(state.seq)?;
+            }
             state.since_snapshot = 0;
             shared.stats.snapshots.fetch_add(1, Ordering::Relaxed);
         }

@@ -139,9 +139,10 @@ pub fn replay_journal(
 ) -> Result<u64, RecoveryError> {
     let mut events = Vec::with_capacity(64);
     let mut scratch = Vec::with_capacity(128);
+    let first = engine.last_seq() + 1;
     let mut replayed = 0;
-    let mut expected = engine.last_seq() + 1;
-    for record in read_journal(&journal_dir(data_dir), expected)? {
+    for record in read_journal(&journal_dir(data_dir), first)? {
+        let expected = first + replayed;
         let (seq, payload) = record?;
         if until.is_some_and(|last| seq > last) {
             break;
@@ -172,7 +173,6 @@ pub fn replay_journal(
         *event_count += events.len() as u64;
         on_step(&command, &events);
         replayed += 1;
-        expected += 1;
     }
     Ok(replayed)
 }

@@ -33,6 +33,9 @@ pub struct Server {
     pub bind: String,
     #[serde(default)]
     pub snapshot_every: u64,
+    /// Move journal segments covered by a snapshot to journal/archive/.
+    #[serde(default)]
+    pub archive_segments: bool,
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
 }

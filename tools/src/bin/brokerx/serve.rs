@@ -116,6 +116,7 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
     pipeline_config.durable = durable;
     pipeline_config.wait = WaitStrategy::parse(&config.server.wait).expect("validated");
     pipeline_config.snapshot_every = config.server.snapshot_every;
+    pipeline_config.archive_after_snapshot = config.server.archive_segments;
     pipeline_config.queue_capacity = config.server.queue_capacity.max(1);
 
     let pipeline = Pipeline::start(pipeline_config, EngineConfig::default())
