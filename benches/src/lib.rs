@@ -121,6 +121,16 @@ impl Scenario {
     }
 }
 
+/// A caller-id table of `n` entries set to `fill`, written once so that
+/// its pages are faulted in before anything is timed (`vec![0; n]` would
+/// map lazily zeroed pages and fault during the run).
+pub(crate) fn id_table(n: usize, fill: u64) -> Vec<u64> {
+    let mut table = Vec::with_capacity(n);
+    table.resize(n, fill);
+    std::hint::black_box(table.as_mut_ptr());
+    table
+}
+
 /// Applies every op of `ops` to `book`.
 #[inline]
 pub fn apply_all<B: BookUnderTest + ?Sized>(book: &mut B, ops: &[Op]) {

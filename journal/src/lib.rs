@@ -5,7 +5,7 @@
 //!
 //! Layers, from the bottom:
 //! - [`constants`]: every bound and magic number.
-//! - [`format`]: the record layout, its CRC32C and the file names (pure).
+//! - [`format`](mod@format): the record layout, its CRC32C and the file names (pure).
 //! - `scan`: walks one segment's bytes and classifies each record (pure,
 //!   total on any input).
 //! - `fsio`: the file-system calls (positional writes, fsync, the lock).
