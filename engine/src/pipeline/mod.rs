@@ -150,8 +150,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// Called after a push. The fence pairs with the one in `wait`: either
+    /// the engine sees the pushed item, or we see it sleeping (Dekker).
     fn wake(&self) {
-        if self.sleeping.load(Ordering::Acquire) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
             if let Some(thread) = self.engine_thread.lock().expect("not poisoned").as_ref() {
                 thread.unpark();
             }
@@ -511,16 +514,17 @@ fn wait(shared: &Shared, strategy: WaitStrategy, spins: u32) -> u32 {
                 std::hint::spin_loop();
                 return spins + 1;
             }
-            shared.sleeping.store(true, Ordering::Release);
+            shared.sleeping.store(true, Ordering::SeqCst);
             // Re-check after announcing sleep so a push that raced with us
-            // is not missed.
+            // is not missed (pairs with the fence in `Shared::wake`).
+            std::sync::atomic::fence(Ordering::SeqCst);
             if shared.ring.is_empty()
                 && !shared.stop.load(Ordering::Acquire)
                 && !shared.has_control.load(Ordering::Acquire)
             {
                 std::thread::park_timeout(timeout);
             }
-            shared.sleeping.store(false, Ordering::Release);
+            shared.sleeping.store(false, Ordering::SeqCst);
             spins
         }
     }

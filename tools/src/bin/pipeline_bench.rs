@@ -103,11 +103,19 @@ struct Run {
     batches: u64,
 }
 
-fn pipeline_run(dir: &Path, durable: bool, count: usize) -> Run {
+fn pipeline_run(dir: &Path, durable: bool, count: usize, rate: Option<f64>) -> Run {
     let _ = std::fs::remove_dir_all(dir);
     let mut config = PipelineConfig::new(dir.to_path_buf());
     config.durable = durable;
-    config.wait = WaitStrategy::SpinThenYield { spins: 2_000 };
+    // Three busy threads on two cores would measure the scheduler: a
+    // paced run lets the idle engine park.
+    config.wait = match rate {
+        Some(_) => WaitStrategy::Park {
+            spins: 2_000,
+            timeout: Duration::from_millis(1),
+        },
+        None => WaitStrategy::SpinThenYield { spins: 2_000 },
+    };
     config.queue_capacity = 1 << 16;
     config.outbound_capacity = 1 << 20;
     let pipeline = Pipeline::start(config, EngineConfig::default()).expect("start");
@@ -127,6 +135,7 @@ fn pipeline_run(dir: &Path, durable: bool, count: usize) -> Run {
     let sent_at: Vec<AtomicU64> = (0..count).map(|_| AtomicU64::new(0)).collect();
     let batches_before = pipeline.stats().batches.load(Ordering::Relaxed);
     let start = Instant::now();
+    let paced_start = base.elapsed().as_nanos() as u64 + 1_000_000;
     let latency = std::thread::scope(|scope| {
         let receiver = &handle.receiver;
         let sent_at = &sent_at;
@@ -148,6 +157,26 @@ fn pipeline_run(dir: &Path, durable: bool, count: usize) -> Run {
             histogram
         });
         for (index, command) in commands.iter().enumerate() {
+            // Paced runs are open-loop: latency counts from the intended
+            // send time, so a stall is charged to every command it delays
+            // (no coordinated omission).
+            if let Some(rate) = rate {
+                let intended = (index as f64 / rate * 1e9) as u64 + paced_start;
+                // Sleep while far ahead, so the producer does not take a
+                // core from the engine and the consumer; spin the rest.
+                let now = base.elapsed().as_nanos() as u64;
+                if intended > now + 200_000 {
+                    std::thread::sleep(Duration::from_nanos(intended - now - 100_000));
+                }
+                while (base.elapsed().as_nanos() as u64) < intended {
+                    std::hint::spin_loop();
+                }
+                sent_at[index].store(intended, Ordering::Relaxed);
+                while submitter.submit(*command).is_err() {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
             loop {
                 sent_at[index].store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 if submitter.submit(*command).is_ok() {
@@ -257,14 +286,14 @@ fn main() {
         );
         bare_rates.push((batch, rate));
     }
-    let none = pipeline_run(&root.join("none"), false, count);
+    let none = pipeline_run(&root.join("none"), false, count, None);
     row(
         &none.label,
         none.commands_per_s,
         &none.latency,
         &format!("{} batches", none.batches),
     );
-    let fsync = pipeline_run(&root.join("fsync"), true, count);
+    let fsync = pipeline_run(&root.join("fsync"), true, count, None);
     row(
         &fsync.label,
         fsync.commands_per_s,
@@ -275,6 +304,22 @@ fn main() {
             count as f64 / fsync.batches.max(1) as f64
         ),
     );
+    for rate in [10_000.0, 100_000.0, 1_000_000.0] {
+        let paced_count = (rate as usize).min(count.max(10_000));
+        for durable in [false, true] {
+            let run = pipeline_run(&root.join("paced"), durable, paced_count, Some(rate));
+            row(
+                &run.label,
+                run.commands_per_s,
+                &run.latency,
+                &format!(
+                    "{} batches, {:.1} commands per batch",
+                    run.batches,
+                    paced_count as f64 / run.batches.max(1) as f64
+                ),
+            );
+        }
+    }
     println!();
     for (batch, rate) in &bare_rates {
         println!(
@@ -291,7 +336,7 @@ fn main() {
 
     if let Some(n) = arg("--recovery").and_then(|v| v.parse::<usize>().ok()) {
         let dir = root.join("recovery");
-        let run = pipeline_run(&dir, false, n);
+        let run = pipeline_run(&dir, false, n, None);
         println!(
             "journaled {n} commands (durability none) at {:.0}/s",
             run.commands_per_s
