@@ -1,11 +1,13 @@
 //! Steady-state throughput of the three books at several book depths.
 //!
 //! For each depth one scenario is generated (untimed): a prefill to the
-//! depth, then a long stream of the steady-state mix. Each book is
-//! prefilled once and snapshotted. A timed iteration applies the next
-//! `CHUNK` ops of the stream; when the stream runs out the book is reset
-//! from its snapshot (a clone, untimed) and the stream starts again, so
-//! every op is applied to the state it was generated for.
+//! depth, a warm-up, then a long stream of the steady-state mix. Each book
+//! is built, prefilled and warmed up untimed; a timed iteration applies
+//! the next `CHUNK` ops of the stream. When the stream runs out the book is
+//! rebuilt the same way (untimed) and the stream starts again, so every op
+//! is applied to the state it was generated for. (Rebuilding rather than
+//! cloning a snapshot matters: a cloned `Vec` has no spare capacity, so
+//! the clone would reallocate inside the timed region as the book grows.)
 //!
 //! Run: `cargo bench -p brokerx-benches --bench engine`
 //! Depths: `BENCH_DEPTHS=10000,100000` (default 10k, 100k and 1M; the
@@ -17,7 +19,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 const CHUNK: usize = 10_000;
-const STREAM: usize = 1_000_000;
+const STREAM: usize = 2_000_000;
+const WARMUP: usize = 200_000;
 
 fn depths() -> Vec<usize> {
     match std::env::var("BENCH_DEPTHS") {
@@ -33,16 +36,19 @@ fn depths() -> Vec<usize> {
     }
 }
 
-fn bench_book<B: BookUnderTest + Clone>(
+fn bench_book<B: BookUnderTest>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     scenario: &Scenario,
-    empty: B,
+    make: impl Fn() -> B,
 ) {
-    let mut snapshot = empty;
-    apply_all(&mut snapshot, &scenario.prefill);
-    apply_all(&mut snapshot, &scenario.warmup);
+    let prepared = || {
+        let mut book = make();
+        apply_all(&mut book, &scenario.prefill);
+        apply_all(&mut book, &scenario.warmup);
+        book
+    };
     let stream = &scenario.measured;
-    let mut book = snapshot.clone();
+    let mut book = prepared();
     let mut cursor = 0usize;
     let name = book.name();
     group.bench_function(name, |b| {
@@ -50,7 +56,7 @@ fn bench_book<B: BookUnderTest + Clone>(
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 if cursor + CHUNK > stream.len() {
-                    book = snapshot.clone();
+                    book = prepared();
                     cursor = 0;
                 }
                 let chunk = &stream[cursor..cursor + CHUNK];
@@ -67,21 +73,16 @@ fn bench_book<B: BookUnderTest + Clone>(
 
 fn steady_mix(c: &mut Criterion) {
     for depth in depths() {
-        let scenario = Scenario::generate(
-            WorkloadConfig::default(),
-            depth,
-            (depth / 2).clamp(50_000, 500_000),
-            STREAM,
-        );
+        let scenario = Scenario::generate(WorkloadConfig::default(), depth, WARMUP, STREAM);
         let mut group = c.benchmark_group(format!("steady_mix/depth_{depth}"));
         group
             .sample_size(10)
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(3))
             .throughput(Throughput::Elements(CHUNK as u64));
-        bench_book(&mut group, &scenario, scenario.brokerx());
-        bench_book(&mut group, &scenario, scenario.matchcore());
-        bench_book(&mut group, &scenario, scenario.naive());
+        bench_book(&mut group, &scenario, || scenario.brokerx());
+        bench_book(&mut group, &scenario, || scenario.matchcore());
+        bench_book(&mut group, &scenario, || scenario.naive());
         group.finish();
     }
 }

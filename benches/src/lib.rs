@@ -173,10 +173,6 @@ mod tests {
         assert_eq!(r.other, 0, "unexpected brokerx rejects: {r:?}");
         assert!(r.unknown_order <= s.stale_cancels);
         // The book stays near its prefilled size.
-        println!(
-            "{symbols} sym depth {depth}: final {} touch {:?} stats {s:?} rejects {r:?}",
-            sc.final_resting, sc.final_touch
-        );
         let drift = sc.final_resting as f64 / depth as f64;
         assert!((0.9..1.1).contains(&drift), "book drifted to {drift}");
         // Orders really trade.

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! latency [--depth N] [--ops N] [--warmup N] [--seed S] [--symbols K]
-//!         [--books brokerx,matchcore,naive] [--csv]
+//!         [--books brokerx,matchcore,naive] [--csv] [--slowest N]
 //! ```
 //!
 //! Per book, on a fresh book each time:
@@ -16,6 +16,7 @@
 //!    same `--ops` ops as one block (no per-op timing) and count heap
 //!    allocations during it.
 //!
+//! `--slowest N` also lists the N slowest ops of each latency pass.
 //! The op streams are generated before any of this and are not timed.
 //! Release build: `cargo run --release -p brokerx-tools --bin latency -- ...`
 
@@ -25,6 +26,8 @@ use brokerx_benches::{
 use hdrhistogram::Histogram;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -69,6 +72,25 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Minor + major page faults of this process so far (`/proc/self/stat`),
+/// or 0 where that is unavailable.
+fn page_faults() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // Fields after the parenthesised command name; minflt and majflt are
+    // fields 10 and 12 of the whole line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(7) + get(9)
+}
+
 fn live_bytes() -> i64 {
     LIVE_BYTES.with(Cell::get)
 }
@@ -85,10 +107,11 @@ struct Args {
     symbols: u32,
     books: Vec<BookKind>,
     csv: bool,
+    slowest: usize,
 }
 
 const USAGE: &str = "usage: latency [--depth N] [--ops N] [--warmup N] [--seed S] \
-[--symbols K] [--books brokerx,matchcore,naive] [--csv]";
+[--symbols K] [--books brokerx,matchcore,naive] [--csv] [--slowest N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -99,6 +122,7 @@ fn parse_args() -> Result<Args, String> {
         symbols: 1,
         books: BookKind::ALL.to_vec(),
         csv: false,
+        slowest: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -116,6 +140,7 @@ fn parse_args() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "--csv" => args.csv = true,
+            "--slowest" => args.slowest = number(&value()?)?,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown flag {other:?}\n{USAGE}")),
         }
@@ -128,9 +153,13 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// Accepts `1000000`, `1_000_000`, `100k`, `2m`.
+/// Accepts `1000000`, `1_000_000`, `100k`, `2m`, `0x5eed`.
 fn number<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
     let t = s.replace('_', "").to_ascii_lowercase();
+    if let Some(hex) = t.strip_prefix("0x") {
+        let n = u64::from_str_radix(hex, 16).map_err(|_| format!("not a number: {s:?}"))?;
+        return T::try_from(n).map_err(|_| format!("out of range: {s:?}"));
+    }
     let (digits, scale) = match t.as_bytes().last() {
         Some(b'k') => (&t[..t.len() - 1], 1_000),
         Some(b'm') => (&t[..t.len() - 1], 1_000_000),
@@ -146,6 +175,8 @@ struct Outcome {
     hist: Histogram<u64>,
     /// Latency per op kind, indexed by `OpKind as usize`.
     by_kind: Vec<Histogram<u64>>,
+    /// The slowest ops of the latency pass: (ns, index in the stream).
+    slowest: Vec<(u64, usize)>,
     resting_after_prefill: usize,
     /// Heap growth from empty to prefilled, minus caller-id tables.
     book_bytes: i64,
@@ -156,6 +187,8 @@ struct Outcome {
     allocs_timed: u64,
     bytes_timed: i64,
     latency_pass_allocs: u64,
+    /// Page faults during the latency pass and the throughput pass.
+    faults: (u64, u64),
     agrees: bool,
     note: String,
 }
@@ -175,6 +208,7 @@ fn prepared<B: BookUnderTest>(make: &impl Fn() -> B, sc: &Scenario) -> B {
 
 fn run<B: BookUnderTest>(
     sc: &Scenario,
+    keep_slowest: usize,
     make: impl Fn() -> B,
     inspect: impl Fn(&B) -> (Option<usize>, String),
 ) -> Outcome {
@@ -190,28 +224,51 @@ fn run<B: BookUnderTest>(
 
     // Latency pass.
     apply_all(&mut book, &sc.warmup);
-    let new_hist = || Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).expect("bounds");
+    let new_hist = || {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).expect("bounds");
+        // Touch every bucket up to 10 s once, so that recording never
+        // faults in a fresh page of the counts array during the pass.
+        let mut v = 1.0f64;
+        while v < 1e10 {
+            h.saturating_record(v as u64);
+            v *= 1.0004;
+        }
+        h.reset();
+        h
+    };
     let mut hist = new_hist();
     let mut by_kind: Vec<_> = OpKind::ALL.iter().map(|_| new_hist()).collect();
+    let f0 = page_faults();
+    // Min-heap of the slowest ops, allocated before the pass.
+    let mut slowest = BinaryHeap::with_capacity(keep_slowest + 1);
     let a0 = allocs();
-    for (op, &kind) in sc.measured.iter().zip(&sc.measured_kinds) {
+    for (i, (op, &kind)) in sc.measured.iter().zip(&sc.measured_kinds).enumerate() {
         let start = Instant::now();
         book.apply(op);
         let ns = (start.elapsed().as_nanos() as u64).max(1);
         hist.saturating_record(ns);
         by_kind[kind as usize].saturating_record(ns);
+        if keep_slowest > 0 && slowest.peek().is_none_or(|&Reverse((min, _))| ns > min) {
+            slowest.push(Reverse((ns, i)));
+            if slowest.len() > keep_slowest {
+                slowest.pop();
+            }
+        }
     }
     let latency_pass_allocs = allocs() - a0;
+    let latency_faults = page_faults() - f0;
     let agrees_latency = final_state_agrees(&book, sc);
     drop(book);
 
     // Throughput pass on a fresh book.
     let mut book = prepared(&make, sc);
+    let f0 = page_faults();
     let (a0, b0) = (allocs(), live_bytes());
     let start = Instant::now();
     apply_all(&mut book, &sc.measured);
     let elapsed = start.elapsed();
     let (allocs_timed, bytes_timed) = (allocs() - a0, live_bytes() - b0);
+    let faults = (latency_faults, page_faults() - f0);
     let agrees = agrees_latency && final_state_agrees(&book, sc);
     let (_, note) = inspect(&book);
     Outcome {
@@ -219,6 +276,11 @@ fn run<B: BookUnderTest>(
         ops_per_sec: sc.measured.len() as f64 / elapsed.as_secs_f64(),
         hist,
         by_kind,
+        slowest: {
+            let mut v: Vec<_> = slowest.into_iter().map(|Reverse(x)| x).collect();
+            v.sort_unstable_by(|a, b| b.cmp(a));
+            v
+        },
         resting_after_prefill,
         book_bytes,
         total_bytes,
@@ -226,6 +288,7 @@ fn run<B: BookUnderTest>(
         allocs_timed,
         bytes_timed,
         latency_pass_allocs,
+        faults,
         agrees,
         note,
     }
@@ -305,9 +368,14 @@ fn main() -> ExitCode {
     for kind in &args.books {
         let t = Instant::now();
         let outcome = match kind {
-            BookKind::Brokerx => run(&sc, || sc.brokerx(), brokerx_inspect),
-            BookKind::Matchcore => run(&sc, || sc.matchcore(), |_| (None, String::new())),
-            BookKind::Naive => run(&sc, || sc.naive(), |_| (None, String::new())),
+            BookKind::Brokerx => run(&sc, args.slowest, || sc.brokerx(), brokerx_inspect),
+            BookKind::Matchcore => run(
+                &sc,
+                args.slowest,
+                || sc.matchcore(),
+                |_| (None, String::new()),
+            ),
+            BookKind::Naive => run(&sc, args.slowest, || sc.naive(), |_| (None, String::new())),
         };
         eprintln!(
             "{}: done in {:.1}s",
@@ -413,18 +481,33 @@ fn report(results: &[Outcome], sc: &Scenario, csv: bool) {
     }
     println!();
     println!("Allocations during the measured ops (after warm-up):\n");
-    println!("| book | allocs (throughput pass) | allocs/op | net heap change (bytes) | allocs (latency pass) | notes |");
-    println!("|---|---:|---:|---:|---:|---|");
+    println!("| book | allocs (throughput pass) | allocs/op | net heap change (bytes) | allocs (latency pass) | page faults (latency / throughput pass) | notes |");
+    println!("|---|---:|---:|---:|---:|---:|---|");
     for r in results {
         println!(
-            "| {} | {} | {:.4} | {} | {} | {} |",
+            "| {} | {} | {:.4} | {} | {} | {} / {} | {} |",
             r.name,
             r.allocs_timed,
             r.allocs_timed as f64 / n,
             r.bytes_timed,
             r.latency_pass_allocs,
+            r.faults.0,
+            r.faults.1,
             r.note
         );
+    }
+    for r in results.iter().filter(|r| !r.slowest.is_empty()) {
+        println!();
+        println!("Slowest ops of {} (latency pass):\n", r.name);
+        println!("| ns | op index | kind | op |");
+        println!("|---:|---:|---|---|");
+        for &(ns, i) in &r.slowest {
+            println!(
+                "| {ns} | {i} | {} | {:?} |",
+                sc.measured_kinds[i].name(),
+                sc.measured[i]
+            );
+        }
     }
     if csv {
         println!();
