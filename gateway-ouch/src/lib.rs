@@ -1,1 +1,18 @@
-//! Placeholder: see README.md.
+//! BrokerX OUCH 4.2 gateway: order entry over SoupBinTCP 3.0 for the
+//! matching engine's pipeline. See README.md (contract) and NOTES.md
+//! (reason and time-in-force tables, what is left out).
+//!
+//! - [`codec`]: OUCH message layouts, encode and decode.
+//! - [`reasons`]: engine reject codes and cancel reasons to OUCH reasons.
+//! - [`book`]: per-user token state, validation, command/event mapping.
+//! - [`store`]: per-user append-only store of sequenced messages.
+//! - [`server`]: the TCP session server.
+
+pub mod book;
+pub mod codec;
+pub mod reasons;
+pub mod server;
+pub mod store;
+
+pub use book::Directory;
+pub use server::{OuchConfig, OuchError, OuchServer, OuchStats, OuchStatsSnapshot, OuchUser};

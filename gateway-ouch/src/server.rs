@@ -1,0 +1,889 @@
+//! The OUCH 4.2 session server over SoupBinTCP 3.0, on std threads and
+//! blocking sockets with timeouts (no async runtime).
+//!
+//! Threads:
+//! - one acceptor (non-blocking listener polled every 10 ms, so shutdown
+//!   needs no wake-up connection);
+//! - per configured user, one *event* thread that owns the user's engine
+//!   session for the server's whole life (subscribed to the user's
+//!   account), so fills and cancels that happen while the user is logged
+//!   out are still turned into OUCH messages and stored;
+//! - per connection, a reader (login, then inbound messages) and a writer
+//!   that only tails the user's message store, sending stored messages in
+//!   order, plus a heartbeat after a second of silence.
+//!
+//! Ordering: every sequenced message is appended to the store under the
+//! user's lock before the writer can see it, so a client that asks for
+//! sequence N gets exactly the stored messages N, N+1, ... then the live
+//! ones, with no gap and no duplicate, within one gateway run and across
+//! restarts.
+
+use crate::book::{since_midnight_ns, Directory, Step, UserBook};
+use crate::codec::{token_hint, Inbound, Outbound};
+use crate::reasons::reject;
+use crate::store::{MessageStore, StoreError};
+use brokerx_engine::pipeline::{Pipeline, SessionHandle, Submitter};
+use brokerx_engine::{AccountId, Command, SymbolId};
+use brokerx_soupbin::{alpha_trimmed, LoginRejectReason, Packet, SESSION_BYTES};
+use crossbeam_channel::RecvTimeoutError;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often blocking calls wake up to look at the stop flag.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Most stored messages the writer sends in one write.
+const WRITE_BATCH_MESSAGES: u64 = 256;
+
+/// One login: credentials, the risk account its orders trade for, and
+/// whether its resting orders are cancelled when its connection ends.
+#[derive(Clone, Debug)]
+pub struct OuchUser {
+    /// 1-6 ASCII bytes (the SoupBinTCP username field).
+    pub username: String,
+    /// Up to 10 ASCII bytes.
+    pub password: String,
+    pub account: AccountId,
+    pub cancel_on_disconnect: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct OuchConfig {
+    pub users: Vec<OuchUser>,
+    /// OUCH stock name (1-8 ASCII bytes) for each engine symbol.
+    pub symbols: Vec<(String, SymbolId)>,
+    /// One message store file per user, `<username>.msgs`, lives here.
+    pub data_dir: PathBuf,
+    /// SoupBinTCP session name (up to 10 bytes) in Login Accepted.
+    pub session: String,
+    pub heartbeat_interval: Duration,
+    /// A client silent this long (or not logged in this long) is closed.
+    pub client_timeout: Duration,
+    /// Largest accepted SoupBinTCP frame.
+    pub max_frame_bytes: usize,
+    /// `fdatasync` each stored message (else it is only written).
+    pub fsync: bool,
+    /// Socket write timeout: a client that stops reading is dropped.
+    pub write_timeout: Duration,
+    /// Most open connections (logged in or not); more are closed at once.
+    pub max_connections: usize,
+}
+
+impl OuchConfig {
+    /// Defaults: 1 s heartbeats, 15 s client timeout, 1 KiB frames, no
+    /// users and no symbols.
+    pub fn new(data_dir: PathBuf) -> OuchConfig {
+        OuchConfig {
+            users: Vec::new(),
+            symbols: Vec::new(),
+            data_dir,
+            session: "BROKERX".into(),
+            heartbeat_interval: Duration::from_secs(1),
+            client_timeout: Duration::from_secs(15),
+            max_frame_bytes: brokerx_soupbin::DEFAULT_MAX_FRAME_BYTES,
+            fsync: false,
+            write_timeout: Duration::from_secs(5),
+            max_connections: 64,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum OuchError {
+    Config(String),
+    Store(StoreError),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for OuchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OuchError::Config(text) => write!(f, "ouch config: {text}"),
+            OuchError::Store(error) => write!(f, "ouch message store: {error}"),
+            OuchError::Io(error) => write!(f, "ouch: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for OuchError {}
+
+macro_rules! stats {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Live counters, one per kind of event and of bad input.
+        #[derive(Debug, Default)]
+        pub struct OuchStats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A copy of [`OuchStats`] at one moment.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct OuchStatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl OuchStats {
+            pub fn snapshot(&self) -> OuchStatsSnapshot {
+                OuchStatsSnapshot {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                }
+            }
+        }
+    };
+}
+
+stats! {
+    connections_accepted,
+    /// Closed at once: `max_connections` already open.
+    connections_refused,
+    logins_accepted,
+    /// Login Rejected 'A': unknown user or wrong password.
+    logins_rejected_not_authorized,
+    /// Login Rejected 'S': user already connected, wrong session, or the
+    /// user's engine session failed.
+    logins_rejected_session_unavailable,
+    /// First packet was not a Login Request: closed.
+    closed_before_login,
+    /// Undecodable SoupBinTCP framing (or a server packet type from the
+    /// client): closed.
+    framing_errors,
+    /// Client silent past the timeout (or no login in time): closed.
+    client_timeouts,
+    /// Unsequenced Data packets received after login.
+    messages_received,
+    /// OUCH message of unknown type or wrong length: Rejected 'm'.
+    malformed_messages,
+    /// Bad field (side, shares, price, stock, tif, ...): Rejected.
+    invalid_fields,
+    /// Enter/Replace with a token already used today: Rejected 'd'.
+    duplicate_tokens,
+    /// Engine queue full: Rejected 'b'.
+    busy_rejections,
+    /// Rejected messages caused by engine reject codes.
+    engine_rejections,
+    /// Cancels of unknown or closed tokens, or cancel-down to at least
+    /// the open quantity: ignored, as OUCH specifies.
+    ignored_cancels,
+    commands_submitted,
+    sequenced_messages_stored,
+    sequenced_messages_sent,
+    heartbeats_sent,
+    cancel_on_disconnect_sent,
+    store_failures,
+    /// The engine cut a user's event session off (should not happen).
+    engine_sessions_lost,
+}
+
+struct UserState {
+    book: UserBook,
+    store: MessageStore,
+    /// Set when the store failed or the engine session was lost: the user
+    /// can no longer be served correctly.
+    failed: Option<String>,
+}
+
+struct User {
+    config: OuchUser,
+    state: Mutex<UserState>,
+    /// Signalled after each append to the store, and when a connection
+    /// ends.
+    changed: Condvar,
+    connected: AtomicBool,
+    submitter: Submitter,
+}
+
+impl User {
+    fn lock(&self) -> MutexGuard<'_, UserState> {
+        // Nothing panics while holding this lock; if something ever did,
+        // carry on with the state as it is rather than panic in turn.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Shared {
+    config: OuchConfig,
+    directory: Directory,
+    users: Vec<Arc<User>>,
+    stats: OuchStats,
+    stop: AtomicBool,
+    pipeline: Arc<Pipeline>,
+    open_connections: AtomicUsize,
+}
+
+/// A running OUCH server. Dropping it shuts it down.
+pub struct OuchServer {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+fn wall_clock_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn check_config(config: &OuchConfig) -> Result<(), OuchError> {
+    let bad = |text: String| Err(OuchError::Config(text));
+    if config.session.len() > SESSION_BYTES || !config.session.is_ascii() {
+        return bad(format!(
+            "session {:?} must be up to 10 ASCII bytes",
+            config.session
+        ));
+    }
+    for (i, user) in config.users.iter().enumerate() {
+        if user.username.is_empty()
+            || user.username.len() > brokerx_soupbin::USERNAME_BYTES
+            || !user.username.is_ascii()
+            || user.username.contains(' ')
+        {
+            return bad(format!(
+                "username {:?} must be 1-6 ASCII bytes",
+                user.username
+            ));
+        }
+        if user.password.len() > brokerx_soupbin::PASSWORD_BYTES || !user.password.is_ascii() {
+            return bad(format!(
+                "password of {:?} must be up to 10 ASCII bytes",
+                user.username
+            ));
+        }
+        if config.users[..i]
+            .iter()
+            .any(|u| u.username.eq_ignore_ascii_case(&user.username))
+        {
+            return bad(format!("username {:?} listed twice", user.username));
+        }
+    }
+    if config.max_frame_bytes < 64 {
+        return bad("max_frame_bytes must be at least 64".into());
+    }
+    Ok(())
+}
+
+impl OuchServer {
+    /// Opens every user's message store (rebuilding its token state from
+    /// it), connects one engine session per user, and starts accepting on
+    /// `listener`.
+    pub fn start(
+        listener: TcpListener,
+        pipeline: Arc<Pipeline>,
+        config: OuchConfig,
+    ) -> Result<OuchServer, OuchError> {
+        check_config(&config)?;
+        let directory = Directory::new(&config.symbols).map_err(OuchError::Config)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(OuchError::Io)?;
+        let mut users = Vec::new();
+        let mut sessions: Vec<SessionHandle> = Vec::new();
+        for user in &config.users {
+            let path = config.data_dir.join(format!("{}.msgs", user.username));
+            let mut store = MessageStore::open(&path, config.fsync).map_err(OuchError::Store)?;
+            let mut book = UserBook::new(user.account);
+            for message in store.messages() {
+                if let Ok(message) = Outbound::decode(message) {
+                    book.replay(&message);
+                }
+            }
+            if store.is_empty() {
+                let start_of_day = Outbound::SystemEvent {
+                    timestamp_ns: since_midnight_ns(wall_clock_ns()),
+                    event_code: b'S',
+                };
+                store
+                    .append(&start_of_day.to_bytes())
+                    .map_err(OuchError::Store)?;
+            }
+            let (submitter, handle) = pipeline.connect(&[user.account], false);
+            sessions.push(handle);
+            users.push(Arc::new(User {
+                config: user.clone(),
+                state: Mutex::new(UserState {
+                    book,
+                    store,
+                    failed: None,
+                }),
+                changed: Condvar::new(),
+                connected: AtomicBool::new(false),
+                submitter,
+            }));
+        }
+        listener.set_nonblocking(true).map_err(OuchError::Io)?;
+        let local_addr = listener.local_addr().map_err(OuchError::Io)?;
+        let shared = Arc::new(Shared {
+            config,
+            directory,
+            users,
+            stats: OuchStats::default(),
+            stop: AtomicBool::new(false),
+            pipeline,
+            open_connections: AtomicUsize::new(0),
+        });
+        let mut threads = Vec::new();
+        for (user, handle) in shared.users.iter().zip(sessions) {
+            let shared = shared.clone();
+            let user = user.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("ouch-events-{}", user.config.username))
+                .spawn(move || event_loop(&shared, &user, handle))
+                .map_err(OuchError::Io)?;
+            threads.push(thread);
+        }
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        {
+            let shared = shared.clone();
+            let connections = connections.clone();
+            let thread = std::thread::Builder::new()
+                .name("ouch-accept".into())
+                .spawn(move || accept_loop(&shared, listener, &connections))
+                .map_err(OuchError::Io)?;
+            threads.push(thread);
+        }
+        Ok(OuchServer {
+            shared,
+            local_addr,
+            threads: Mutex::new(threads),
+            connections,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn stats(&self) -> OuchStatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Stops accepting, closes every connection (within ~100 ms), and
+    /// disconnects the users' engine sessions. Idempotent.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for user in &self.shared.users {
+            user.changed.notify_all();
+        }
+        let threads: Vec<_> =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let connections: Vec<_> =
+            std::mem::take(&mut *self.connections.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads.into_iter().chain(connections) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for OuchServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn accept_loop(
+    shared: &Arc<Shared>,
+    listener: TcpListener,
+    connections: &Mutex<Vec<JoinHandle<()>>>,
+) {
+    while !shared.stop.load(Ordering::Acquire) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if shared.open_connections.load(Ordering::Acquire) >= shared.config.max_connections
+                {
+                    count(&shared.stats.connections_refused);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    continue;
+                }
+                count(&shared.stats.connections_accepted);
+                shared.open_connections.fetch_add(1, Ordering::AcqRel);
+                let session_shared = shared.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("ouch-session".into())
+                    .spawn(move || {
+                        let _ = connection(&session_shared, stream);
+                        session_shared
+                            .open_connections
+                            .fetch_sub(1, Ordering::AcqRel);
+                    });
+                match spawned {
+                    Ok(thread) => {
+                        let mut list = connections.lock().unwrap_or_else(|e| e.into_inner());
+                        list.retain(|t| !t.is_finished());
+                        list.push(thread);
+                    }
+                    // The stream went down with the closure: just undo the count.
+                    Err(_) => {
+                        shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+            }
+            Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Appends messages to the user's store and wakes its writer.
+fn store_all(shared: &Shared, user: &User, state: &mut UserState, messages: &[Outbound]) {
+    for message in messages {
+        match state.store.append(&message.to_bytes()) {
+            Ok(_) => {
+                shared
+                    .stats
+                    .sequenced_messages_stored
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                shared.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+                state.failed = Some(error.to_string());
+                break;
+            }
+        }
+    }
+    user.changed.notify_all();
+}
+
+/// Owns the user's engine session: turns outputs into stored messages.
+fn event_loop(shared: &Shared, user: &User, handle: SessionHandle) {
+    let mut messages = Vec::new();
+    while !shared.stop.load(Ordering::Acquire) {
+        let first = match handle.receiver.recv_timeout(POLL_INTERVAL) {
+            Ok(output) => output,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => {
+                shared
+                    .stats
+                    .engine_sessions_lost
+                    .fetch_add(1, Ordering::Relaxed);
+                let reason = handle
+                    .cut_reason()
+                    .unwrap_or_else(|| "engine session closed".into());
+                user.lock().failed = Some(reason);
+                user.changed.notify_all();
+                break;
+            }
+        };
+        let mut state = user.lock();
+        messages.clear();
+        state.book.on_output(&first, &mut messages);
+        for output in handle.receiver.try_iter().take(1024) {
+            state.book.on_output(&output, &mut messages);
+        }
+        let rejections = messages
+            .iter()
+            .filter(|m| matches!(m, Outbound::Rejected { .. }))
+            .count();
+        shared
+            .stats
+            .engine_rejections
+            .fetch_add(rejections as u64, Ordering::Relaxed);
+        if !messages.is_empty() {
+            store_all(shared, user, &mut state, &messages);
+        }
+    }
+    shared.pipeline.disconnect(handle.id);
+}
+
+/// Reads until one packet is decoded; `Ok(None)` on EOF, stop or timeout.
+struct PacketReader {
+    stream: TcpStream,
+    decoder: brokerx_soupbin::Decoder,
+    buffer: Vec<u8>,
+    last_received: Instant,
+}
+
+enum ReadOutcome {
+    Packet(Packet),
+    Closed,
+    TimedOut,
+    Framing,
+    Stopped,
+}
+
+impl PacketReader {
+    fn next(&mut self, shared: &Shared, timeout: Duration) -> ReadOutcome {
+        loop {
+            match self.decoder.next_packet() {
+                Ok(Some(packet)) => return ReadOutcome::Packet(packet),
+                Ok(None) => {}
+                Err(_) => return ReadOutcome::Framing,
+            }
+            if shared.stop.load(Ordering::Acquire) {
+                return ReadOutcome::Stopped;
+            }
+            if self.last_received.elapsed() >= timeout {
+                return ReadOutcome::TimedOut;
+            }
+            match self.stream.read(&mut self.buffer) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => {
+                    self.last_received = Instant::now();
+                    self.decoder.feed(&self.buffer[..n]);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return ReadOutcome::Closed,
+            }
+        }
+    }
+}
+
+fn send_packet(stream: &mut TcpStream, packet: &Packet) -> std::io::Result<()> {
+    let bytes = packet
+        .to_bytes()
+        .map_err(|e| std::io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
+    stream.write_all(&bytes)
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+fn connection(shared: &Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
+    let stats = &shared.stats;
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(POLL_INTERVAL))?;
+    stream.set_write_timeout(Some(shared.config.write_timeout))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = PacketReader {
+        stream,
+        decoder: brokerx_soupbin::Decoder::new(shared.config.max_frame_bytes),
+        buffer: vec![0; 4096],
+        last_received: Instant::now(),
+    };
+    let timeout = shared.config.client_timeout;
+    let login = match reader.next(shared, timeout) {
+        ReadOutcome::Packet(Packet::LoginRequest {
+            username,
+            password,
+            requested_session,
+            requested_sequence_number,
+        }) => (
+            username,
+            password,
+            requested_session,
+            requested_sequence_number,
+        ),
+        ReadOutcome::Packet(_) => {
+            count(&stats.closed_before_login);
+            return Ok(());
+        }
+        ReadOutcome::Framing => {
+            count(&stats.closed_before_login);
+            count(&stats.framing_errors);
+            return Ok(());
+        }
+        ReadOutcome::TimedOut => {
+            count(&stats.client_timeouts);
+            return Ok(());
+        }
+        ReadOutcome::Closed | ReadOutcome::Stopped => return Ok(()),
+    };
+    let (username, password, requested_session, requested_sequence) = login;
+    let user = shared.users.iter().find(|u| {
+        u.config
+            .username
+            .as_bytes()
+            .eq_ignore_ascii_case(alpha_trimmed(&username))
+            && u.config.password.as_bytes() == alpha_trimmed(&password)
+    });
+    let Some(user) = user.cloned() else {
+        count(&stats.logins_rejected_not_authorized);
+        return send_packet(
+            &mut writer,
+            &Packet::LoginRejected(LoginRejectReason::NotAuthorized),
+        );
+    };
+    let session: [u8; SESSION_BYTES] = brokerx_soupbin::alpha(shared.config.session.as_bytes());
+    let session_ok = {
+        let requested = alpha_trimmed(&requested_session);
+        requested.is_empty() || requested == alpha_trimmed(&session)
+    };
+    if !session_ok
+        || user
+            .connected
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        count(&stats.logins_rejected_session_unavailable);
+        return send_packet(
+            &mut writer,
+            &Packet::LoginRejected(LoginRejectReason::SessionNotAvailable),
+        );
+    }
+    // From here on this connection owns the user's `connected` flag.
+    let result = logged_in(shared, &user, reader, writer, session, requested_sequence);
+    user.connected.store(false, Ordering::Release);
+    if user.config.cancel_on_disconnect {
+        let command = Command::MassCancelAccount {
+            account: user.config.account,
+            symbol: None,
+            tag: 0,
+        };
+        for _ in 0..100 {
+            if user.submitter.submit(command).is_ok() {
+                count(&stats.cancel_on_disconnect_sent);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    result
+}
+
+fn logged_in(
+    shared: &Arc<Shared>,
+    user: &Arc<User>,
+    mut reader: PacketReader,
+    mut writer: TcpStream,
+    session: [u8; SESSION_BYTES],
+    requested_sequence: u64,
+) -> std::io::Result<()> {
+    let stats = &shared.stats;
+    let next_sequence = {
+        let state = user.lock();
+        if state.failed.is_some() {
+            count(&stats.logins_rejected_session_unavailable);
+            return send_packet(
+                &mut writer,
+                &Packet::LoginRejected(LoginRejectReason::SessionNotAvailable),
+            );
+        }
+        let next_live = state.store.len() + 1;
+        if requested_sequence == 0 {
+            next_live
+        } else {
+            requested_sequence.min(next_live)
+        }
+    };
+    send_packet(
+        &mut writer,
+        &Packet::LoginAccepted {
+            session,
+            sequence_number: next_sequence,
+        },
+    )?;
+    count(&stats.logins_accepted);
+    let alive = Arc::new(AtomicBool::new(true));
+    let writer_thread = {
+        let shared = shared.clone();
+        let user = user.clone();
+        let alive = alive.clone();
+        std::thread::Builder::new()
+            .name("ouch-writer".into())
+            .spawn(move || write_loop(&shared, &user, writer, &alive, next_sequence))?
+    };
+    let timeout = shared.config.client_timeout;
+    loop {
+        match reader.next(shared, timeout) {
+            ReadOutcome::Packet(Packet::UnsequencedData(bytes)) => {
+                count(&stats.messages_received);
+                on_message(shared, user, &bytes);
+            }
+            ReadOutcome::Packet(Packet::ClientHeartbeat | Packet::Debug(_)) => {}
+            ReadOutcome::Packet(Packet::LogoutRequest) => break,
+            ReadOutcome::Packet(_) | ReadOutcome::Framing => {
+                count(&stats.framing_errors);
+                break;
+            }
+            ReadOutcome::TimedOut => {
+                count(&stats.client_timeouts);
+                break;
+            }
+            ReadOutcome::Closed | ReadOutcome::Stopped => break,
+        }
+        if !alive.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    alive.store(false, Ordering::Release);
+    user.changed.notify_all();
+    let _ = reader.stream.shutdown(Shutdown::Both);
+    let _ = writer_thread.join();
+    Ok(())
+}
+
+/// One inbound OUCH message: validated, then submitted or refused.
+fn on_message(shared: &Shared, user: &User, bytes: &[u8]) {
+    let stats = &shared.stats;
+    let now = since_midnight_ns(wall_clock_ns());
+    let mut state = user.lock();
+    let rejected = |token, reason| Outbound::Rejected {
+        timestamp_ns: now,
+        token,
+        reason,
+    };
+    let message = match Inbound::decode(bytes) {
+        Ok(message) => message,
+        Err(_) => {
+            count(&stats.malformed_messages);
+            let answer = rejected(token_hint(bytes), reject::MALFORMED);
+            store_all(shared, user, &mut state, &[answer]);
+            return;
+        }
+    };
+    match state.book.on_inbound(&message, &shared.directory) {
+        Step::Submit {
+            command,
+            new_token,
+            token,
+        } => {
+            if user.submitter.submit(command).is_ok() {
+                count(&stats.commands_submitted);
+            } else {
+                count(&stats.busy_rejections);
+                if let Some(index) = new_token {
+                    state.book.release(index);
+                }
+                if new_token.is_some() {
+                    store_all(shared, user, &mut state, &[rejected(token, reject::BUSY)]);
+                }
+            }
+        }
+        Step::Reject { token, reason } => {
+            if reason == reject::DUPLICATE_TOKEN {
+                count(&stats.duplicate_tokens);
+            } else {
+                count(&stats.invalid_fields);
+            }
+            store_all(shared, user, &mut state, &[rejected(token, reason)]);
+        }
+        Step::Ignore => count(&stats.ignored_cancels),
+    }
+}
+
+/// Sends stored messages from `next` on, and heartbeats when idle.
+fn write_loop(
+    shared: &Shared,
+    user: &User,
+    mut stream: TcpStream,
+    alive: &AtomicBool,
+    mut next: u64,
+) {
+    let heartbeat = shared.config.heartbeat_interval;
+    let mut last_sent = Instant::now();
+    let mut frames = Vec::with_capacity(4096);
+    loop {
+        frames.clear();
+        let mut sent = 0u64;
+        {
+            let mut state = user.lock();
+            loop {
+                if !alive.load(Ordering::Acquire)
+                    || shared.stop.load(Ordering::Acquire)
+                    || state.failed.is_some()
+                {
+                    let _ = stream.shutdown(Shutdown::Both);
+                    alive.store(false, Ordering::Release);
+                    return;
+                }
+                if state.store.len() >= next {
+                    let end = state.store.len().min(next + WRITE_BATCH_MESSAGES - 1);
+                    for sequence in next..=end {
+                        if let Some(message) = state.store.get(sequence) {
+                            let packet = Packet::SequencedData(message.to_vec());
+                            if packet.encode(&mut frames).is_ok() {
+                                sent += 1;
+                            }
+                        }
+                    }
+                    next = end + 1;
+                    break;
+                }
+                let idle = last_sent.elapsed();
+                if idle >= heartbeat {
+                    let _ = Packet::ServerHeartbeat.encode(&mut frames);
+                    break;
+                }
+                let wait = (heartbeat - idle).min(POLL_INTERVAL);
+                state = user
+                    .changed
+                    .wait_timeout(state, wait)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+        }
+        if stream.write_all(&frames).is_err() {
+            let _ = stream.shutdown(Shutdown::Both);
+            alive.store(false, Ordering::Release);
+            return;
+        }
+        last_sent = Instant::now();
+        if sent == 0 {
+            count(&shared.stats.heartbeats_sent);
+        } else {
+            shared
+                .stats
+                .sequenced_messages_sent
+                .fetch_add(sent, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, password: &str) -> OuchUser {
+        OuchUser {
+            username: name.into(),
+            password: password.into(),
+            account: AccountId(1),
+            cancel_on_disconnect: false,
+        }
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let base = OuchConfig::new(PathBuf::from("/nonexistent"));
+        assert!(check_config(&base).is_ok());
+        let cases: Vec<(OuchConfig, &str)> = vec![
+            (
+                OuchConfig {
+                    users: vec![user("TOOLONGNAME", "pw")],
+                    ..base.clone()
+                },
+                "username",
+            ),
+            (
+                OuchConfig {
+                    users: vec![user("", "pw")],
+                    ..base.clone()
+                },
+                "username",
+            ),
+            (
+                OuchConfig {
+                    users: vec![user("A", "passwordtoolong")],
+                    ..base.clone()
+                },
+                "password",
+            ),
+            (
+                OuchConfig {
+                    users: vec![user("A", "x"), user("a", "y")],
+                    ..base.clone()
+                },
+                "twice",
+            ),
+            (
+                OuchConfig {
+                    session: "SESSIONTOOLONG".into(),
+                    ..base.clone()
+                },
+                "session",
+            ),
+        ];
+        for (config, expected) in cases {
+            let error = check_config(&config).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+        assert!(Directory::new(&[("TOOLONGNAME".into(), SymbolId(0))]).is_err());
+        assert!(Directory::new(&[("A".into(), SymbolId(0)), ("A".into(), SymbolId(1))]).is_err());
+        assert!(Directory::new(&[("A".into(), SymbolId(0)), ("B".into(), SymbolId(0))]).is_err());
+    }
+}
