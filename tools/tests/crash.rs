@@ -74,7 +74,7 @@ fn load(address: &str, next_tag: &AtomicU64, acked: &Mutex<Vec<u64>>, stop: &Ato
         if writer.write_all(line.as_bytes()).is_err() {
             break;
         }
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }

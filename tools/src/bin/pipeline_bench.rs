@@ -207,7 +207,7 @@ fn bare_fsync(dir: &Path, batch: usize, budget: Duration) -> (f64, Histogram<u64
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("bare.log");
     let mut file = std::fs::File::create(&path).unwrap();
-    let record = vec![0x5Au8; 16 + 54];
+    let record = [0x5Au8; 16 + 54];
     let buffer: Vec<u8> = record
         .iter()
         .copied()
