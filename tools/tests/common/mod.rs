@@ -13,6 +13,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_brokerx");
 pub struct Server {
     pub child: Child,
     pub address: String,
+    /// Every `<name> port listening on <address>` line, by name.
+    pub ports: std::collections::BTreeMap<String, String>,
     /// Lines the server printed after `brokerx ready`.
     pub lines: std::sync::mpsc::Receiver<String>,
 }
@@ -29,11 +31,20 @@ pub fn start(dir: &Path, config: &Path) -> Server {
         .expect("start brokerx");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut address = None;
+    let mut ports = std::collections::BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     for line in lines.by_ref() {
         let line = line.expect("read stdout");
-        if let Some(rest) = line.strip_prefix("test port listening on ") {
-            address = rest.split_whitespace().next().map(str::to_string);
+        if let Some((name, rest)) = line.split_once(" port listening on ") {
+            let at = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            if name == "test" {
+                address = Some(at.clone());
+            }
+            ports.insert(name.to_string(), at);
         }
         if line == "brokerx ready" {
             break;
@@ -51,6 +62,7 @@ pub fn start(dir: &Path, config: &Path) -> Server {
         child,
         address: address.expect("test port address printed"),
         lines: receiver,
+        ports,
     }
 }
 

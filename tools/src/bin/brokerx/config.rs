@@ -19,6 +19,22 @@ pub struct Config {
     pub symbols: Vec<SymbolConfig>,
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
+    /// OUCH 4.2 logins, each bound to a risk account.
+    #[serde(default)]
+    pub ouch_users: Vec<OuchUserConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OuchUserConfig {
+    /// SoupBinTCP username: 1 to 6 ASCII characters.
+    pub username: String,
+    /// Up to 10 ASCII characters. Demo values only: real deployments put
+    /// secrets in the environment (`BROKERX_OUCH_PASSWORD_<USERNAME>`).
+    pub password: String,
+    pub account: u32,
+    #[serde(default)]
+    pub cancel_on_disconnect: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +134,19 @@ impl Config {
                 self.server.wait
             ));
         }
+        for user in &self.ouch_users {
+            if !self.accounts.iter().any(|a| a.id == user.account) {
+                return Err(format!(
+                    "config: OUCH user {:?} names unknown account {}",
+                    user.username, user.account
+                ));
+            }
+        }
+        for symbol in &self.symbols {
+            if symbol.name.is_empty() || symbol.name.len() > 8 || !symbol.name.is_ascii() {
+                return Err(format!("config: symbol name {:?} must be 1 to 8 ASCII characters (OUCH and ITCH stock field)", symbol.name));
+            }
+        }
         for account in &self.accounts {
             for symbol in account.shares.keys() {
                 if self.symbol_id(symbol).is_none() {
@@ -208,6 +237,8 @@ mod tests {
             ("[server]\ndata_dir = \"d\"\nwait = \"nap\"", "wait must be"),
             ("[server]\ndata_dir = \"d\"\ncolour = \"red\"", "unknown field"),
             ("[server]\ndata_dir = \"d\"\n[[accounts]]\nid = 1\nname = \"a\"\nshares = { XYZ = 1 }", "unknown symbol"),
+            ("[server]\ndata_dir = \"d\"\n[[ouch_users]]\nusername = \"u\"\npassword = \"p\"\naccount = 9", "unknown account"),
+            ("[server]\ndata_dir = \"d\"\n[[symbols]]\nid = 0\nname = \"TOOLONGNAME\"\ntick = 1\nlot = 1\nreference = 1\nband_bps = 1", "1 to 8 ASCII"),
         ];
         for (text, expected) in cases {
             let error = Config::parse(text).unwrap_err();

@@ -145,10 +145,13 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
             .spawn(move || crate::testport::serve(listener, pipeline))
             .map_err(|e| e.to_string())?;
     }
+    let _ouch = match config.ports.ouch {
+        Some(port) => Some(start_ouch(&config, &pipeline, &bind, port, durable)?),
+        None => None,
+    };
     for (name, port) in [
         ("http", config.ports.http),
         ("fix", config.ports.fix),
-        ("ouch", config.ports.ouch),
         ("itch", config.ports.itch),
         ("mold", config.ports.mold),
     ] {
@@ -167,6 +170,9 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
 
     while !stop.load(Ordering::Relaxed) && !pipeline.has_stopped() {
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(ouch) = &_ouch {
+        ouch.shutdown();
     }
     match pipeline.shutdown() {
         Some(Ok(finished)) => {
@@ -238,4 +244,51 @@ fn bootstrap(pipeline: &Pipeline, config: &Config) -> Result<(), String> {
         config.accounts.len()
     );
     Ok(())
+}
+
+/// Starts the OUCH 4.2 gateway (SoupBinTCP) on `bind:port`.
+fn start_ouch(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    bind: &str,
+    port: u16,
+    durable: bool,
+) -> Result<brokerx_gateway_ouch::OuchServer, String> {
+    use brokerx_gateway_ouch::{OuchConfig, OuchServer, OuchUser};
+    let mut ouch = OuchConfig::new(config.server.data_dir.join("ouch"));
+    ouch.fsync = durable;
+    ouch.symbols = config
+        .symbols
+        .iter()
+        .map(|s| (s.name.clone(), brokerx_engine::SymbolId(s.id)))
+        .collect();
+    ouch.users = config
+        .ouch_users
+        .iter()
+        .map(|u| OuchUser {
+            username: u.username.clone(),
+            password: env(&format!(
+                "BROKERX_OUCH_PASSWORD_{}",
+                u.username.to_ascii_uppercase()
+            ))
+            .unwrap_or_else(|| u.password.clone()),
+            account: brokerx_engine::AccountId(u.account),
+            cancel_on_disconnect: u.cancel_on_disconnect,
+        })
+        .collect();
+    let listener =
+        TcpListener::bind((bind, port)).map_err(|e| format!("OUCH port {bind}:{port}: {e}"))?;
+    let server = OuchServer::start(listener, pipeline.clone(), ouch)
+        .map_err(|e| format!("OUCH gateway: {e}"))?;
+    println!(
+        "ouch port listening on {} (OUCH 4.2 over SoupBinTCP 3.0)",
+        server.local_addr()
+    );
+    for user in &config.ouch_users {
+        println!(
+            "ouch login {:?} / {:?} -> account {}",
+            user.username, user.password, user.account
+        );
+    }
+    Ok(server)
 }
