@@ -426,21 +426,21 @@ fn accept_loop(
     }
 }
 
-/// Appends messages to the user's store and wakes its writer.
+/// Appends messages to the user's store (one write, one sync for the
+/// group) and wakes its writer.
 fn store_all(shared: &Shared, user: &User, state: &mut UserState, messages: &[Outbound]) {
-    for message in messages {
-        match state.store.append(&message.to_bytes()) {
-            Ok(_) => {
-                shared
-                    .stats
-                    .sequenced_messages_stored
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Err(error) => {
-                shared.stats.store_failures.fetch_add(1, Ordering::Relaxed);
-                state.failed = Some(error.to_string());
-                break;
-            }
+    let encoded: Vec<Vec<u8>> = messages.iter().map(Outbound::to_bytes).collect();
+    let slices: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+    match state.store.append_all(&slices) {
+        Ok(_) => {
+            shared
+                .stats
+                .sequenced_messages_stored
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        }
+        Err(error) => {
+            shared.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+            state.failed = Some(error.to_string());
         }
     }
     user.changed.notify_all();

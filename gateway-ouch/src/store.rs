@@ -115,25 +115,36 @@ impl MessageStore {
 
     /// Appends one message; returns its sequence number.
     pub fn append(&mut self, message: &[u8]) -> Result<u64, StoreError> {
+        self.append_all(&[message])
+    }
+
+    /// Appends messages with one write and, with fsync, one `fdatasync`
+    /// for the whole group (never one per message); returns the sequence
+    /// number of the last.
+    pub fn append_all(&mut self, messages: &[&[u8]]) -> Result<u64, StoreError> {
         let io = |error| StoreError::Io {
             path: self.path.clone(),
             error,
         };
-        let length = u16::try_from(message.len())
-            .ok()
-            .filter(|l| *l > 0 && usize::from(*l) <= MAX_MESSAGE_BYTES)
-            .ok_or_else(|| StoreError::Corrupt {
-                path: self.path.clone(),
-                offset_bytes: 0,
-            })?;
-        let mut record = Vec::with_capacity(2 + message.len());
-        record.extend_from_slice(&length.to_be_bytes());
-        record.extend_from_slice(message);
-        self.file.write_all(&record).map_err(io)?;
+        let mut records = Vec::with_capacity(messages.iter().map(|m| 2 + m.len()).sum());
+        for message in messages {
+            let length = u16::try_from(message.len())
+                .ok()
+                .filter(|l| *l > 0 && usize::from(*l) <= MAX_MESSAGE_BYTES)
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    offset_bytes: 0,
+                })?;
+            records.extend_from_slice(&length.to_be_bytes());
+            records.extend_from_slice(message);
+        }
+        self.file.write_all(&records).map_err(io)?;
         if self.fsync {
             self.file.sync_data().map_err(io)?;
         }
-        self.messages.push(message.into());
+        for message in messages {
+            self.messages.push((*message).into());
+        }
         Ok(self.len())
     }
 
