@@ -11,7 +11,6 @@ const MAX_FRAME_BYTES: usize = 1024;
 fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |b| usize::from(*b)).min(data.len());
     let mut decoder = Decoder::new(MAX_FRAME_BYTES);
-    decoder.feed(&data[..split]);
     let mut packets: Vec<Packet> = Vec::new();
     let mut failed = false;
     for chunk in [&data[..split], &data[split..]] {
