@@ -8,6 +8,7 @@ pub mod itch;
 pub mod l1;
 pub mod l2;
 pub mod mold;
+pub mod publisher;
 
 pub use feed::{
     CommandBatch, CommandBatcher, DirectoryEntry, FeedDeriver, FeedError, FeedOrder,
@@ -16,3 +17,4 @@ pub use feed::{
 pub use itch::{Alpha, Header, ItchError, Message, Mpid, Stock, SystemEventCode, TradingState};
 pub use l1::{LastTrade, Quote, L1};
 pub use l2::{Level, MarketData, L2};
+pub use publisher::{ItchConfig, ItchPublisher, ItchStatsSnapshot, PublisherError};
