@@ -1,6 +1,7 @@
 //! `brokerx serve` with its OUCH 4.2 listener: two users trade over real
 //! SoupBinTCP sessions, then the server restarts and a login from sequence
-//! 1 replays the same messages byte for byte.
+//! 1 replays the same messages byte for byte. The ITCH feed over
+//! SoupBinTCP shows the same trading.
 
 mod common;
 
@@ -18,6 +19,8 @@ data_dir = "unused"
 [ports]
 test = 0
 ouch = 0
+itch = 0
+mold = 0
 
 [[symbols]]
 id = 0
@@ -173,6 +176,20 @@ fn trading_over_ouch_and_replay_after_restart() {
     assert_eq!(kind(&bob.next_message()), 'A');
     bob.enter("B3", b'B', 10, 1_000_050); // off the tick grid
     assert_eq!(kind(&bob.next_message()), 'J', "rejected with a reason");
+
+    // The ITCH feed over SoupBinTCP, from message 1: the resting sell, its
+    // execution against Bob, and Bob's resting bid.
+    let itch_address = server
+        .ports
+        .get("itch")
+        .expect("itch listener printed")
+        .clone();
+    let mut feed = Session::login(&itch_address, "ANY", "ANY", 1);
+    let kinds: String = (0..6).map(|_| kind(&feed.next_message())).collect();
+    assert_eq!(
+        kinds, "SRHAEA",
+        "system event, directory, trading action, add, execute, add"
+    );
 
     // Restart the server; Alice logs in from 1 and gets the same bytes.
     drop(alice);

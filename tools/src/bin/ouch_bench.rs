@@ -30,7 +30,9 @@ const REPLY_BYTES: usize = 69;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn histogram() -> Histogram<u64> {
@@ -45,7 +47,10 @@ struct Schedule {
 
 impl Schedule {
     fn new(count: usize) -> Schedule {
-        Schedule { base: Instant::now(), intended: (0..count).map(|_| AtomicU64::new(0)).collect() }
+        Schedule {
+            base: Instant::now(),
+            intended: (0..count).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 
     fn now(&self) -> u64 {
@@ -66,7 +71,8 @@ impl Schedule {
     }
 
     fn latency(&self, index: usize) -> u64 {
-        self.now().saturating_sub(self.intended[index].load(Ordering::Relaxed))
+        self.now()
+            .saturating_sub(self.intended[index].load(Ordering::Relaxed))
     }
 }
 
@@ -74,7 +80,10 @@ fn start_pipeline(dir: &Path, durable: bool, sessions: usize) -> Arc<Pipeline> {
     let _ = std::fs::remove_dir_all(dir);
     let mut config = PipelineConfig::new(dir.join("engine"));
     config.durable = durable;
-    config.wait = WaitStrategy::Park { spins: 2_000, timeout: Duration::from_millis(1) };
+    config.wait = WaitStrategy::Park {
+        spins: 2_000,
+        timeout: Duration::from_millis(1),
+    };
     let pipeline = Pipeline::start(config, EngineConfig::default()).expect("pipeline");
     let mut commands = vec![Command::AddSymbol {
         symbol: SymbolId(0),
@@ -89,9 +98,22 @@ fn start_pipeline(dir: &Path, durable: bool, sessions: usize) -> Arc<Pipeline> {
     }];
     for session in 0..sessions {
         let account = AccountId(session as u32 + 1);
-        commands.push(Command::CreateAccount { account, limits: Limits::UNLIMITED, self_trade: SelfTradePrevention::CancelNewest });
-        commands.push(Command::DepositCash { account, amount: 1 << 50, tag: 0 });
-        commands.push(Command::DepositShares { account, symbol: SymbolId(0), qty: 1 << 30, tag: 0 });
+        commands.push(Command::CreateAccount {
+            account,
+            limits: Limits::UNLIMITED,
+            self_trade: SelfTradePrevention::CancelNewest,
+        });
+        commands.push(Command::DepositCash {
+            account,
+            amount: 1 << 50,
+            tag: 0,
+        });
+        commands.push(Command::DepositShares {
+            account,
+            symbol: SymbolId(0),
+            qty: 1 << 30,
+            tag: 0,
+        });
     }
     let (submitter, handle) = pipeline.connect(&[], false);
     for command in &commands {
@@ -121,7 +143,10 @@ fn login(address: &str, user: &str) -> TcpStream {
     let mut buffer = [0u8; 512];
     loop {
         if let Some(packet) = decoder.next_packet().expect("soupbin") {
-            assert!(matches!(packet, Packet::LoginAccepted { .. }), "login: {packet:?}");
+            assert!(
+                matches!(packet, Packet::LoginAccepted { .. }),
+                "login: {packet:?}"
+            );
             assert_eq!(decoder.buffered_bytes(), 0);
             return stream;
         }
@@ -148,7 +173,9 @@ fn enter_bytes(index: usize, buy: bool) -> Vec<u8> {
         cross_type: b'N',
         customer_type: b' ',
     });
-    Packet::UnsequencedData(order.to_bytes()).to_bytes().unwrap()
+    Packet::UnsequencedData(order.to_bytes())
+        .to_bytes()
+        .unwrap()
 }
 
 struct Results {
@@ -161,7 +188,10 @@ struct Results {
 fn ouch_phase(streams: &[TcpStream], rate: f64, count: usize, offset: usize) -> Results {
     let sessions = streams.len();
     let schedule = Arc::new(Schedule::new(count));
-    let results = Arc::new(Mutex::new(Results { accepted: histogram(), executed: histogram() }));
+    let results = Arc::new(Mutex::new(Results {
+        accepted: histogram(),
+        executed: histogram(),
+    }));
     let stop = Arc::new(AtomicBool::new(false));
     let expected_executions = count / 2;
     let executions = Arc::new(AtomicU64::new(0));
@@ -169,20 +199,34 @@ fn ouch_phase(streams: &[TcpStream], rate: f64, count: usize, offset: usize) -> 
     let mut readers = Vec::new();
     for stream in streams {
         let mut stream = stream.try_clone().unwrap();
-        stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let (schedule, results, stop, executions, accepted) =
-            (schedule.clone(), results.clone(), stop.clone(), executions.clone(), accepted.clone());
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let (schedule, results, stop, executions, accepted) = (
+            schedule.clone(),
+            results.clone(),
+            stop.clone(),
+            executions.clone(),
+            accepted.clone(),
+        );
         readers.push(std::thread::spawn(move || {
             let mut decoder = Decoder::new(1024);
             let mut buffer = [0u8; 1 << 16];
             let (mut local_accepted, mut local_executed) = (histogram(), histogram());
             while !stop.load(Ordering::Relaxed) {
                 while let Ok(Some(packet)) = decoder.next_packet() {
-                    let Packet::SequencedData(message) = packet else { continue };
-                    let token = std::str::from_utf8(message.get(9..23).unwrap_or_default()).unwrap_or("");
-                    let Ok(token) = token.trim().parse::<usize>() else { continue };
+                    let Packet::SequencedData(message) = packet else {
+                        continue;
+                    };
+                    let token =
+                        std::str::from_utf8(message.get(9..23).unwrap_or_default()).unwrap_or("");
+                    let Ok(token) = token.trim().parse::<usize>() else {
+                        continue;
+                    };
                     // Late messages of an earlier phase are skipped.
-                    let Some(index) = token.checked_sub(offset).filter(|i| *i < count) else { continue };
+                    let Some(index) = token.checked_sub(offset).filter(|i| *i < count) else {
+                        continue;
+                    };
                     match message[0] {
                         b'A' => {
                             local_accepted.saturating_record(schedule.latency(index));
@@ -212,10 +256,13 @@ fn ouch_phase(streams: &[TcpStream], rate: f64, count: usize, offset: usize) -> 
         schedule.wait_turn(index, rate, start);
         let session = index % sessions;
         let buy = session % 2 == 1;
-        writers[session].write_all(&enter_bytes(offset + index, buy)).unwrap();
+        writers[session]
+            .write_all(&enter_bytes(offset + index, buy))
+            .unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while (accepted.load(Ordering::Relaxed) < count as u64 || executions.load(Ordering::Relaxed) < expected_executions as u64)
+    while (accepted.load(Ordering::Relaxed) < count as u64
+        || executions.load(Ordering::Relaxed) < expected_executions as u64)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(5));
@@ -224,7 +271,11 @@ fn ouch_phase(streams: &[TcpStream], rate: f64, count: usize, offset: usize) -> 
     for reader in readers {
         reader.join().unwrap();
     }
-    Arc::try_unwrap(results).ok().expect("readers done").into_inner().unwrap()
+    Arc::try_unwrap(results)
+        .ok()
+        .expect("readers done")
+        .into_inner()
+        .unwrap()
 }
 
 /// The same schedule against a bare TCP echo: a request of the Enter
@@ -292,7 +343,10 @@ fn us(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 fn main() {
-    let sessions: usize = arg("--sessions").and_then(|v| v.parse().ok()).unwrap_or(4).max(2);
+    let sessions: usize = arg("--sessions")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+        .max(2);
     let seconds: f64 = arg("--seconds").and_then(|v| v.parse().ok()).unwrap_or(2.0);
     let rates: Vec<f64> = arg("--rates")
         .unwrap_or_else(|| "10000,50000,100000".into())
@@ -318,13 +372,21 @@ fn main() {
                 cancel_on_disconnect: false,
             })
             .collect();
-        let server = OuchServer::start(TcpListener::bind("127.0.0.1:0").unwrap(), pipeline.clone(), config).expect("ouch");
+        let server = OuchServer::start(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            pipeline.clone(),
+            config,
+        )
+        .expect("ouch");
         let address = server.local_addr().to_string();
-        let streams: Vec<TcpStream> = (0..sessions).map(|s| login(&address, &format!("U{s}"))).collect();
+        let streams: Vec<TcpStream> = (0..sessions)
+            .map(|s| login(&address, &format!("U{s}")))
+            .collect();
         let mut offset = 0;
         for rate in &rates {
             // An even count per session pair keeps buys matched by sells.
-            let count = ((rate * seconds) as usize / (2 * sessions) * 2 * sessions).max(2 * sessions);
+            let count =
+                ((rate * seconds) as usize / (2 * sessions) * 2 * sessions).max(2 * sessions);
             let echo = echo_phase(sessions, *rate, count);
             let ouch = ouch_phase(&streams, *rate, count, offset);
             offset += count;
@@ -337,7 +399,10 @@ fn main() {
                 us(&ouch.accepted, 0.99) / us(&echo, 0.99).max(0.001),
             );
             if ouch.accepted.len() < count as u64 {
-                println!("  (only {} of {count} Accepted within the deadline)", ouch.accepted.len());
+                println!(
+                    "  (only {} of {count} Accepted within the deadline)",
+                    ouch.accepted.len()
+                );
             }
         }
         for mut stream in streams {

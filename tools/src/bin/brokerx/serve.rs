@@ -123,6 +123,19 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
         .map_err(|e| format!("recovery failed: {e}"))?;
     report_recovery(&pipeline);
     let pipeline = Arc::new(pipeline);
+    // The feed connects before anything else submits, so it sees every
+    // command (it replays the journal for what came before).
+    let itch = if config.ports.itch.is_some() || config.ports.mold.is_some() {
+        if config.server.archive_segments {
+            return Err(
+                "the ITCH feed replays the journal from sequence 1: archive_segments must be off"
+                    .into(),
+            );
+        }
+        Some(start_itch(&config, &pipeline, &bind_address(&config))?)
+    } else {
+        None
+    };
     if pipeline.recovered.last_seq == 0 {
         bootstrap(&pipeline, &config)?;
     }
@@ -149,12 +162,7 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
         Some(port) => Some(start_ouch(&config, &pipeline, &bind, port, durable)?),
         None => None,
     };
-    for (name, port) in [
-        ("http", config.ports.http),
-        ("fix", config.ports.fix),
-        ("itch", config.ports.itch),
-        ("mold", config.ports.mold),
-    ] {
+    for (name, port) in [("http", config.ports.http), ("fix", config.ports.fix)] {
         if port.is_some() {
             println!("{name} port configured but its gateway is not built yet; not listening");
         }
@@ -173,6 +181,9 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
     }
     if let Some(ouch) = &_ouch {
         ouch.shutdown();
+    }
+    if let Some(itch) = &itch {
+        itch.shutdown();
     }
     match pipeline.shutdown() {
         Some(Ok(finished)) => {
@@ -296,4 +307,61 @@ fn start_ouch(
         );
     }
     Ok(server)
+}
+
+fn bind_address(config: &Config) -> String {
+    config.server.bind.clone()
+}
+
+/// Starts the ITCH 5.0 feed: MoldUDP64 to `bind:mold` (retransmission
+/// requests on `mold + 1`, or a free port when `mold` is 0), SoupBinTCP on
+/// `bind:itch`, and the day's file under `data/itch/`.
+fn start_itch(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    bind: &str,
+) -> Result<brokerx_marketdata::ItchPublisher, String> {
+    use brokerx_marketdata::{ItchConfig, ItchPublisher, SymbolDirectory};
+    use std::net::{SocketAddr, UdpSocket};
+    let mut directory = SymbolDirectory::new();
+    for symbol in &config.symbols {
+        let lot = u32::try_from(symbol.lot)
+            .map_err(|_| format!("symbol {}: lot too large for ITCH", symbol.name))?;
+        directory
+            .insert(brokerx_engine::SymbolId(symbol.id), &symbol.name, lot)
+            .map_err(|e| format!("ITCH symbol directory: {e}"))?;
+    }
+    let mut itch = ItchConfig::new(directory, config.server.data_dir.clone());
+    let itch_dir = config.server.data_dir.join("itch");
+    std::fs::create_dir_all(&itch_dir).map_err(|e| format!("{}: {e}", itch_dir.display()))?;
+    itch.file_path = Some(itch_dir.join("feed.itch"));
+    if let Some(port) = config.ports.mold {
+        let socket = UdpSocket::bind((bind, 0)).map_err(|e| format!("MoldUDP64 socket: {e}"))?;
+        let destination: SocketAddr = format!("{bind}:{port}")
+            .parse()
+            .map_err(|e| format!("MoldUDP64 destination {bind}:{port}: {e}"))?;
+        let retransmit_port = if port == 0 { 0 } else { port.saturating_add(1) };
+        let retransmit = UdpSocket::bind((bind, retransmit_port))
+            .map_err(|e| format!("MoldUDP64 retransmission port {bind}:{retransmit_port}: {e}"))?;
+        itch.mold_socket = Some(socket);
+        itch.mold_destination = destination;
+        itch.mold_retransmit = Some(retransmit);
+    }
+    if let Some(port) = config.ports.itch {
+        let listener =
+            TcpListener::bind((bind, port)).map_err(|e| format!("ITCH port {bind}:{port}: {e}"))?;
+        itch.soup_listener = Some(listener);
+    }
+    let publisher =
+        ItchPublisher::start(pipeline.clone(), itch).map_err(|e| format!("ITCH feed: {e}"))?;
+    if let Some(address) = publisher.soup_addr() {
+        println!("itch port listening on {address} (ITCH 5.0 over SoupBinTCP 3.0)");
+    }
+    if let Some(address) = publisher.mold_addr() {
+        println!("mold feed sending to {address} (ITCH 5.0 over MoldUDP64)");
+    }
+    if let Some(address) = publisher.retransmit_addr() {
+        println!("mold-retransmit port listening on {address} (MoldUDP64 requests)");
+    }
+    Ok(publisher)
 }
