@@ -420,3 +420,28 @@ fn archived_segments_do_not_break_recovery() {
     let finished = pipeline.shutdown().unwrap().unwrap();
     assert_eq!(finished.state_hash, live.state_hash);
 }
+
+/// A session that submits right after connecting gets every reply, however
+/// the registration and the first command interleave on the engine thread.
+#[test]
+fn replies_reach_a_session_that_submits_right_after_connecting() {
+    let dir = temp_dir("register-race");
+    let mut cfg = config(&dir);
+    cfg.durable = false;
+    let pipeline = Pipeline::start(cfg, EngineConfig::default()).unwrap();
+    drive(&pipeline, &setup_commands());
+    std::thread::scope(|scope| {
+        // A busy background producer keeps the engine mid-batch.
+        let pipeline = &pipeline;
+        scope.spawn(move || drive(pipeline, &workload(8, 20_000)));
+        for round in 0..2_000 {
+            let (submitter, handle) = pipeline.connect(&[], false);
+            while submitter.submit(Command::DepositCash { account: AccountId(1), amount: 1, tag: round }).is_err() {
+                std::thread::yield_now();
+            }
+            let output = handle.receiver.recv_timeout(Duration::from_secs(10)).expect("reply arrives");
+            assert!(output.own && output.last);
+            pipeline.disconnect(handle.id);
+        }
+    });
+}

@@ -364,15 +364,7 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
     let mut record: Vec<u8> = Vec::with_capacity(128);
     let mut idle_spins = 0u32;
     loop {
-        if shared.has_control.swap(false, Ordering::AcqRel) {
-            let controls = std::mem::take(&mut *shared.control.lock().expect("not poisoned"));
-            for control in controls {
-                match control {
-                    Control::Register(subscription) => router.register(subscription),
-                    Control::Unregister(session) => router.unregister(session),
-                }
-            }
-        }
+        apply_controls(&shared, &mut router);
         while batch.len() < state.config.batch_max {
             match shared.ring.pop() {
                 Some(inbound) => batch.push(inbound),
@@ -421,7 +413,10 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
             .commands
             .fetch_add(batch_commands, Ordering::Relaxed);
 
-        // Publish, now that every input of the batch is durable.
+        // Publish, now that every input of the batch is durable. A session
+        // registered before it submitted is visible here: its registration
+        // happened before its push, which happened before our pop.
+        apply_controls(&shared, &mut router);
         let mut start = 0;
         for item in pending.drain(..) {
             let slice = &events[start..item.events_end];
@@ -462,6 +457,19 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
         event_hash: state.event_hasher.finish(),
         state_hash: state.engine.state_hash(),
     })
+}
+
+/// Registers and unregisters sessions asked for since the last call.
+fn apply_controls(shared: &Shared, router: &mut Router) {
+    if shared.has_control.swap(false, Ordering::AcqRel) {
+        let controls = std::mem::take(&mut *shared.control.lock().expect("not poisoned"));
+        for control in controls {
+            match control {
+                Control::Register(subscription) => router.register(subscription),
+                Control::Unregister(session) => router.unregister(session),
+            }
+        }
+    }
 }
 
 /// Folds one event, in its wire encoding, into the running event hash.
