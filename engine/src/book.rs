@@ -15,6 +15,49 @@
 use crate::bitset::LevelBits;
 use crate::OrderId;
 
+/// Asks the CPU to start loading the cache line that holds `value`, so a
+/// later access to it does not wait on memory. Only a hint: it reads
+/// nothing the program can observe and never changes a result.
+#[inline(always)]
+pub(crate) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch never faults and has no architectural effect;
+        // the address comes from a live reference anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast::<i8>()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
+/// Asks Linux to back the whole 2 MiB pages inside the slab's allocation
+/// (its capacity, not just its length) with transparent huge pages. Random
+/// lookups in a large slab then miss the TLB far less often; this is most
+/// of the cost of a lookup at a million resting orders. Only a hint:
+/// contents and results are unchanged, and an error (no THP) is ignored.
+fn advise_huge_pages(nodes: &Vec<OrderNode>) {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    {
+        const HUGE_PAGE: usize = 2 << 20;
+        let ptr = nodes.as_ptr() as usize;
+        let bytes = nodes.capacity() * std::mem::size_of::<OrderNode>();
+        let start = ptr.next_multiple_of(HUGE_PAGE);
+        let end = (ptr + bytes) / HUGE_PAGE * HUGE_PAGE;
+        if end > start {
+            // SAFETY: madvise(MADV_HUGEPAGE) over whole pages inside an
+            // allocation we own changes only how the kernel backs them,
+            // never their contents. The result is ignored: without
+            // transparent huge pages it is a no-op.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(all(target_os = "linux", not(miri))))]
+    let _ = nodes;
+}
+
 /// "No slot": the end of a list.
 pub const NIL: u32 = u32::MAX;
 
@@ -81,8 +124,10 @@ pub struct OrderSlab {
 impl OrderSlab {
     pub fn new(capacity: u32, max_orders: u32) -> OrderSlab {
         assert!(max_orders < NIL && capacity <= max_orders);
+        let nodes = Vec::with_capacity(capacity as usize);
+        advise_huge_pages(&nodes);
         OrderSlab {
-            nodes: Vec::with_capacity(capacity as usize),
+            nodes,
             free_head: NIL,
             live: 0,
             max_orders,
@@ -124,6 +169,7 @@ impl OrderSlab {
         if counted != live as usize || counted + free != nodes.len() {
             return Err("live count does not match the slab".into());
         }
+        advise_huge_pages(&nodes);
         Ok(OrderSlab {
             nodes,
             free_head,
@@ -144,6 +190,12 @@ impl OrderSlab {
             slot
         } else {
             assert!(!self.is_full(), "caller checks capacity");
+            if self.nodes.len() == self.nodes.capacity() {
+                // The same doubling `push` would do, then the hint for
+                // the new allocation.
+                self.nodes.reserve(self.nodes.len().max(1));
+                advise_huge_pages(&self.nodes);
+            }
             self.nodes.push(OrderNode::FREE);
             self.nodes.len() as u32 - 1
         };
@@ -179,6 +231,11 @@ impl OrderSlab {
     /// The slot of a live order with this id.
     pub fn find(&self, id: OrderId) -> Option<u32> {
         let node = self.nodes.get(id.slot() as usize)?;
+        // Six slots in eight straddle two cache lines. The check below
+        // loads the line with the flags; ask for the line with the price
+        // now, so that the two misses overlap instead of following each
+        // other when the caller goes on to read the whole order.
+        prefetch(&node.price);
         (node.has(FLAG_LIVE) && node.generation == id.generation()).then_some(id.slot())
     }
 

@@ -436,10 +436,20 @@ fn replies_reach_a_session_that_submits_right_after_connecting() {
         scope.spawn(move || drive(pipeline, &workload(8, 20_000)));
         for round in 0..2_000 {
             let (submitter, handle) = pipeline.connect(&[], false);
-            while submitter.submit(Command::DepositCash { account: AccountId(1), amount: 1, tag: round }).is_err() {
+            while submitter
+                .submit(Command::DepositCash {
+                    account: AccountId(1),
+                    amount: 1,
+                    tag: round,
+                })
+                .is_err()
+            {
                 std::thread::yield_now();
             }
-            let output = handle.receiver.recv_timeout(Duration::from_secs(10)).expect("reply arrives");
+            let output = handle
+                .receiver
+                .recv_timeout(Duration::from_secs(10))
+                .expect("reply arrives");
             assert!(output.own && output.last);
             pipeline.disconnect(handle.id);
         }
