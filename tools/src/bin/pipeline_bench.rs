@@ -262,6 +262,68 @@ fn replay_speed(dir: &Path) -> (u64, f64) {
     (replayed, replayed as f64 / start.elapsed().as_secs_f64())
 }
 
+/// ITCH feed capacity: a flood of commands through a pipeline (durability
+/// none) with the ITCH publisher attached, sending MoldUDP64 to a local
+/// socket; messages per second from the first command to the publisher
+/// having derived and sent the last one.
+fn feed_capacity(dir: &Path, count: usize) -> (u64, u64, f64) {
+    use brokerx_marketdata::{ItchConfig, ItchPublisher, SymbolDirectory};
+    let _ = std::fs::remove_dir_all(dir);
+    let mut config = PipelineConfig::new(dir.to_path_buf());
+    config.durable = false;
+    config.wait = WaitStrategy::SpinThenYield { spins: 2_000 };
+    config.outbound_capacity = 1 << 20;
+    let pipeline = std::sync::Arc::new(Pipeline::start(config, EngineConfig::default()).expect("start"));
+    let mut directory = SymbolDirectory::new();
+    directory.insert(SymbolId(0), "BENCH", 1).expect("directory");
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut itch = ItchConfig::new(directory, dir.to_path_buf());
+    itch.mold_socket = Some(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+    itch.mold_destination = sink.local_addr().unwrap();
+    let publisher = ItchPublisher::start(pipeline.clone(), itch).expect("itch");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drain = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                let _ = sink.recv(&mut buffer);
+            }
+        })
+    };
+    let (submitter, handle) = pipeline.connect(&[], false);
+    let commands: Vec<Command> = setup().into_iter().chain(orders(count)).collect();
+    let last_seq = commands.len() as u64;
+    let start = Instant::now();
+    let consumer = std::thread::spawn(move || {
+        let mut done = 0;
+        while done < commands.len() as u64 {
+            match handle.receiver.recv_timeout(Duration::from_secs(60)) {
+                Ok(output) => done += output.last as u64,
+                Err(_) => break,
+            }
+        }
+    });
+    for command in setup().into_iter().chain(orders(count)) {
+        while submitter.submit(command).is_err() {
+            std::thread::yield_now();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while publisher.stats().engine_seq < last_seq && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let stats = publisher.stats();
+    consumer.join().unwrap();
+    publisher.shutdown();
+    stop.store(true, Ordering::Relaxed);
+    let _ = drain.join();
+    let _ = pipeline.shutdown();
+    (stats.messages, stats.packets, stats.messages as f64 / elapsed)
+}
+
 fn main() {
     let count: usize = arg("--commands")
         .and_then(|v| v.parse().ok())
@@ -331,6 +393,8 @@ fn main() {
         "fsync pipeline / none pipeline: {:.3}",
         fsync.commands_per_s / none.commands_per_s
     );
+    let (messages, packets, rate) = feed_capacity(&root.join("feed"), count);
+    println!("ITCH feed capacity (flood, durability none): {messages} messages in {packets} MoldUDP64 packets, {rate:.0} messages/s");
     let (replayed, rate) = replay_speed(&root.join("fsync"));
     println!("replay from disk: {replayed} commands at {rate:.0} commands/s");
 
