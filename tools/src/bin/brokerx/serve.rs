@@ -357,8 +357,8 @@ fn start_itch(
     if let Some(address) = publisher.soup_addr() {
         println!("itch port listening on {address} (ITCH 5.0 over SoupBinTCP 3.0)");
     }
-    if let Some(address) = publisher.mold_addr() {
-        println!("mold feed sending to {address} (ITCH 5.0 over MoldUDP64)");
+    if let (Some(destination), Some(source)) = (destination, publisher.mold_addr()) {
+        println!("mold feed sending to {destination} from {source} (ITCH 5.0 over MoldUDP64)");
     }
     if let Some(address) = publisher.retransmit_addr() {
         println!("mold-retransmit port listening on {address} (MoldUDP64 requests)");
