@@ -408,6 +408,9 @@ impl UserBook {
                 entry.open_shares = u32::try_from(qty).unwrap_or(u32::MAX);
                 let entry = *entry;
                 self.by_order.insert(order_id, index);
+                // Entered before a day rollover, accepted after it: the
+                // token now belongs to the new day.
+                self.by_token.entry(entry.token).or_insert(index);
                 out.push(Outbound::Accepted(self.accepted(
                     &entry,
                     timestamp_ns,
@@ -438,6 +441,7 @@ impl UserBook {
                         entry.price = u32::try_from(price).unwrap_or(entry.price);
                         let entry = *entry;
                         self.by_order.insert(order_id, index);
+                        self.by_token.entry(entry.token).or_insert(index);
                         out.push(Outbound::Replaced {
                             order: self.accepted(&entry, timestamp_ns, order_id),
                             previous_token,
@@ -522,6 +526,42 @@ impl UserBook {
             reason,
         });
         self.set_open(index, entry.open_shares.saturating_sub(qty));
+    }
+
+    /// Starts the next trading day: every token is forgotten except those
+    /// of orders still open (GTC orders resting after the day's expiry),
+    /// which keep working for cancels and replaces and stay duplicates for
+    /// new orders. Token indices stay valid, so an engine answer to a
+    /// command sent just before the rollover still finds its entry (the
+    /// entries themselves are kept until the book is rebuilt at restart).
+    pub fn start_next_day(&mut self) {
+        self.by_token.clear();
+        for &index in self.by_order.values() {
+            let entry = &self.entries[index];
+            if entry.open_shares > 0 {
+                self.by_token.insert(entry.token, index);
+            }
+        }
+    }
+
+    /// The open orders as Accepted messages (current open shares, engine
+    /// order id as reference number, timestamp 0), in token index order:
+    /// what [`UserBook::replay`] needs to restore them in another day's
+    /// book.
+    pub fn open_orders(&self) -> Vec<Outbound> {
+        let mut indices: Vec<(usize, OrderId)> = self
+            .by_order
+            .iter()
+            .filter(|(_, &index)| self.entries[index].open_shares > 0)
+            .map(|(&order_id, &index)| (index, order_id))
+            .collect();
+        indices.sort_unstable();
+        indices
+            .into_iter()
+            .map(|(index, order_id)| {
+                Outbound::Accepted(self.accepted(&self.entries[index], 0, order_id))
+            })
+            .collect()
     }
 
     /// Rebuilds the state from a message this book produced earlier (the
@@ -995,6 +1035,97 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn next_day_keeps_open_orders_and_in_flight_tags() {
+        let directory = directory();
+        let mut book = UserBook::new(AccountId(1));
+        let mut out = Vec::new();
+        let submit = |book: &mut UserBook, token: &[u8], tif_seconds| {
+            let message = EnterOrder {
+                tif_seconds,
+                ..enter(token)
+            };
+            match book.on_inbound(&Inbound::Enter(message), &directory) {
+                Step::Submit {
+                    command: Command::NewOrder { tag, .. },
+                    ..
+                } => tag,
+                other => panic!("{other:?}"),
+            }
+        };
+        let accepted = |id, tag| Event::OrderAccepted {
+            order_id: OrderId(id),
+            account: AccountId(1),
+            symbol: SymbolId(0),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Gtc,
+            price: 1_000_000,
+            qty: 100,
+            tag,
+        };
+        let gtc = submit(&mut book, b"G1", TIF_SYSTEM_HOURS);
+        book.on_output(&output(accepted(1, gtc), true), &mut out);
+        let day = submit(&mut book, b"D1", TIF_MARKET_HOURS);
+        book.on_output(&output(accepted(2, day), true), &mut out);
+        book.on_output(
+            &output(
+                Event::OrderExpired {
+                    order_id: OrderId(2),
+                    account: AccountId(1),
+                    symbol: SymbolId(0),
+                    side: Side::Buy,
+                    qty: 100,
+                },
+                false,
+            ),
+            &mut out,
+        );
+        // Sent before the rollover, answered after it.
+        let in_flight = submit(&mut book, b"F1", TIF_SYSTEM_HOURS);
+        book.start_next_day();
+        assert_eq!(book.tokens_used(), 1);
+        let duplicate = Step::Reject {
+            token: alpha(b"G1"),
+            reason: reject::DUPLICATE_TOKEN,
+        };
+        assert_eq!(
+            book.on_inbound(&Inbound::Enter(enter(b"G1")), &directory),
+            duplicate
+        );
+        submit(&mut book, b"D1", TIF_MARKET_HOURS);
+        out.clear();
+        book.on_output(&output(accepted(3, in_flight), true), &mut out);
+        assert!(matches!(out[0], Outbound::Accepted(a) if a.token == alpha(b"F1")));
+        let cancels = |book: &mut UserBook, token: &[u8]| {
+            let cancel = Inbound::Cancel(CancelOrder {
+                token: alpha(token),
+                shares: 0,
+            });
+            matches!(
+                book.on_inbound(&cancel, &directory),
+                Step::Submit {
+                    command: Command::Cancel { .. },
+                    ..
+                }
+            )
+        };
+        assert!(cancels(&mut book, b"G1") && cancels(&mut book, b"F1"));
+        // The open orders restore another book (the next day's, at restart).
+        let open = book.open_orders();
+        assert_eq!(open.len(), 2);
+        let mut restored = UserBook::new(AccountId(1));
+        for message in &open {
+            restored.replay(message);
+        }
+        assert!(cancels(&mut restored, b"G1") && cancels(&mut restored, b"F1"));
+        assert!(!cancels(&mut restored, b"D1"));
+        assert_eq!(
+            restored.on_inbound(&Inbound::Enter(enter(b"G1")), &directory),
+            duplicate
+        );
     }
 
     #[test]

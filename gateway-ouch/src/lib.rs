@@ -6,10 +6,12 @@
 //! - [`reasons`]: engine reject codes and cancel reasons to OUCH reasons.
 //! - [`book`]: per-user token state, validation, command/event mapping.
 //! - [`store`]: per-user append-only store of sequenced messages.
+//! - [`day`]: trading days on disk (close, archive, reopen).
 //! - [`server`]: the TCP session server.
 
 pub mod book;
 pub mod codec;
+pub mod day;
 pub mod reasons;
 pub mod server;
 pub mod store;

@@ -8,9 +8,14 @@
 //!   session for the server's whole life (subscribed to the user's
 //!   account), so fills and cancels that happen while the user is logged
 //!   out are still turned into OUCH messages and stored;
+//! - one *day watcher* on a broadcast engine session: it only records how
+//!   far it has read and where the engine's `DayEnded` events are, so the
+//!   event threads close each user's trading day at the same command
+//!   boundary (see [`crate::day`]);
 //! - per connection, a reader (login, then inbound messages) and a writer
-//!   that only tails the user's message store, sending stored messages in
-//!   order, plus a heartbeat after a second of silence.
+//!   that only tails the user's message store of the day it logged in to,
+//!   sending stored messages in order, plus a heartbeat after a second of
+//!   silence, and End of Session once that day has closed and is all sent.
 //!
 //! Ordering: every sequenced message is appended to the store under the
 //! user's lock before the writer can see it, so a client that asks for
@@ -18,14 +23,15 @@
 //! ones, with no gap and no duplicate, within one gateway run and across
 //! restarts.
 
-use crate::book::{since_midnight_ns, Directory, Step, UserBook};
+use crate::book::{since_midnight_ns, Directory, Step};
 use crate::codec::{token_hint, Inbound, Outbound};
+use crate::day::{self, Day};
 use crate::reasons::reject;
 use crate::store::{MessageStore, StoreError};
-use brokerx_engine::pipeline::{Pipeline, SessionHandle, Submitter};
-use brokerx_engine::{AccountId, Command, SymbolId};
+use brokerx_engine::pipeline::{Output, Pipeline, SessionHandle, Submitter};
+use brokerx_engine::{AccountId, Command, Event, SymbolId};
 use brokerx_soupbin::{alpha_trimmed, LoginRejectReason, Packet, SESSION_BYTES};
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -36,6 +42,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often blocking calls wake up to look at the stop flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest session name prefix: leaves at least 4 digits for the day.
+const SESSION_PREFIX_BYTES: usize = 6;
 /// Most stored messages the writer sends in one write.
 const WRITE_BATCH_MESSAGES: u64 = 256;
 
@@ -58,7 +66,9 @@ pub struct OuchConfig {
     pub symbols: Vec<(String, SymbolId)>,
     /// One message store file per user, `<username>.msgs`, lives here.
     pub data_dir: PathBuf,
-    /// SoupBinTCP session name (up to 10 bytes) in Login Accepted.
+    /// Prefix (up to 6 ASCII bytes) of the SoupBinTCP session names: day
+    /// N's session is the prefix then N zero-padded to 10 bytes
+    /// ("BRKX000001" for the default).
     pub session: String,
     pub heartbeat_interval: Duration,
     /// A client silent this long (or not logged in this long) is closed.
@@ -81,7 +91,7 @@ impl OuchConfig {
             users: Vec::new(),
             symbols: Vec::new(),
             data_dir,
-            session: "BROKERX".into(),
+            session: "BRKX".into(),
             heartbeat_interval: Duration::from_secs(1),
             client_timeout: Duration::from_secs(15),
             max_frame_bytes: brokerx_soupbin::DEFAULT_MAX_FRAME_BYTES,
@@ -175,11 +185,21 @@ stats! {
     store_failures,
     /// The engine cut a user's event session off (should not happen).
     engine_sessions_lost,
+    /// Trading days closed (one per user per engine end of day).
+    days_closed,
+    /// Inbound messages on a connection of a day that has closed: not
+    /// processed (the client gets End of Session and logs in again).
+    stale_day_messages,
+    /// The engine cut the day watcher off (should not happen): no more
+    /// day rollovers until the gateway restarts.
+    day_watch_lost,
 }
 
 struct UserState {
-    book: UserBook,
-    store: MessageStore,
+    /// The current trading day: number, store, token state.
+    today: Day,
+    /// The day closed last, for the writers still sending it.
+    previous: Option<(u64, MessageStore)>,
     /// Set when the store failed or the engine session was lost: the user
     /// can no longer be served correctly.
     failed: Option<String>,
@@ -193,6 +213,8 @@ struct User {
     changed: Condvar,
     connected: AtomicBool,
     submitter: Submitter,
+    /// The day watcher's nudge: a day ended.
+    wake: (Sender<()>, Receiver<()>),
 }
 
 impl User {
@@ -211,6 +233,49 @@ struct Shared {
     stop: AtomicBool,
     pipeline: Arc<Pipeline>,
     open_connections: AtomicUsize,
+    clock: Mutex<DayClock>,
+    /// Signalled when the watcher's `watermark` moves.
+    clock_changed: Condvar,
+}
+
+/// What the day watcher (a broadcast engine session, so it sees every
+/// command's events, `DayEnded` included) has seen.
+#[derive(Default)]
+struct DayClock {
+    /// Sequence number of the last command the watcher saw events of.
+    watermark: u64,
+    /// (sequence number, engine timestamp) of each `DayEnded` this run.
+    ends: Vec<(u64, u64)>,
+    /// The watcher was cut off: no more rollovers.
+    lost: bool,
+}
+
+impl Shared {
+    fn clock(&self) -> MutexGuard<'_, DayClock> {
+        self.clock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `index`-th day end of this run, if the watcher has seen it.
+    fn day_end(&self, index: usize) -> Option<(u64, u64)> {
+        self.clock().ends.get(index).copied()
+    }
+
+    /// Waits until the watcher has seen every command up to `seq`, so
+    /// every day end before it is known. False on stop.
+    fn wait_watermark(&self, seq: u64) -> bool {
+        let mut clock = self.clock();
+        while clock.watermark < seq && !clock.lost {
+            if self.stop.load(Ordering::Acquire) {
+                return false;
+            }
+            clock = self
+                .clock_changed
+                .wait_timeout(clock, POLL_INTERVAL)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        true
+    }
 }
 
 /// A running OUCH server. Dropping it shuts it down.
@@ -229,9 +294,12 @@ fn wall_clock_ns() -> u64 {
 
 fn check_config(config: &OuchConfig) -> Result<(), OuchError> {
     let bad = |text: String| Err(OuchError::Config(text));
-    if config.session.len() > SESSION_BYTES || !config.session.is_ascii() {
+    if config.session.len() > SESSION_PREFIX_BYTES
+        || !config.session.is_ascii()
+        || config.session.contains(' ')
+    {
         return bad(format!(
-            "session {:?} must be up to 10 ASCII bytes",
+            "session prefix {:?} must be up to 6 ASCII bytes without spaces",
             config.session
         ));
     }
@@ -279,36 +347,31 @@ impl OuchServer {
         std::fs::create_dir_all(&config.data_dir).map_err(OuchError::Io)?;
         let mut users = Vec::new();
         let mut sessions: Vec<SessionHandle> = Vec::new();
+        // Registered before the users' sessions, so it sees every command
+        // they see.
+        let (_, watch) = pipeline.connect(&[], true);
         for user in &config.users {
-            let path = config.data_dir.join(format!("{}.msgs", user.username));
-            let mut store = MessageStore::open(&path, config.fsync).map_err(OuchError::Store)?;
-            let mut book = UserBook::new(user.account);
-            for message in store.messages() {
-                if let Ok(message) = Outbound::decode(message) {
-                    book.replay(&message);
-                }
-            }
-            if store.is_empty() {
-                let start_of_day = Outbound::SystemEvent {
-                    timestamp_ns: since_midnight_ns(wall_clock_ns()),
-                    event_code: b'S',
-                };
-                store
-                    .append(&start_of_day.to_bytes())
-                    .map_err(OuchError::Store)?;
-            }
+            let today = day::open_current_day(
+                &config.data_dir,
+                &user.username,
+                user.account,
+                config.fsync,
+                since_midnight_ns(wall_clock_ns()),
+            )
+            .map_err(OuchError::Store)?;
             let (submitter, handle) = pipeline.connect(&[user.account], false);
             sessions.push(handle);
             users.push(Arc::new(User {
                 config: user.clone(),
                 state: Mutex::new(UserState {
-                    book,
-                    store,
+                    today,
+                    previous: None,
                     failed: None,
                 }),
                 changed: Condvar::new(),
                 connected: AtomicBool::new(false),
                 submitter,
+                wake: crossbeam_channel::bounded(1),
             }));
         }
         listener.set_nonblocking(true).map_err(OuchError::Io)?;
@@ -321,8 +384,18 @@ impl OuchServer {
             stop: AtomicBool::new(false),
             pipeline,
             open_connections: AtomicUsize::new(0),
+            clock: Mutex::default(),
+            clock_changed: Condvar::new(),
         });
         let mut threads = Vec::new();
+        {
+            let shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name("ouch-day-watch".into())
+                .spawn(move || watch_loop(&shared, watch))
+                .map_err(OuchError::Io)?;
+            threads.push(thread);
+        }
         for (user, handle) in shared.users.iter().zip(sessions) {
             let shared = shared.clone();
             let user = user.clone();
@@ -431,7 +504,7 @@ fn accept_loop(
 fn store_all(shared: &Shared, user: &User, state: &mut UserState, messages: &[Outbound]) {
     let encoded: Vec<Vec<u8>> = messages.iter().map(Outbound::to_bytes).collect();
     let slices: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-    match state.store.append_all(&slices) {
+    match state.today.store.append_all(&slices) {
         Ok(_) => {
             shared
                 .stats
@@ -446,42 +519,166 @@ fn store_all(shared: &Shared, user: &User, state: &mut UserState, messages: &[Ou
     user.changed.notify_all();
 }
 
-/// Owns the user's engine session: turns outputs into stored messages.
-fn event_loop(shared: &Shared, user: &User, handle: SessionHandle) {
-    let mut messages = Vec::new();
+/// Watches a broadcast engine session for `DayEnded` and publishes how far
+/// it has read; nothing else, so it keeps up with any load.
+fn watch_loop(shared: &Shared, handle: SessionHandle) {
+    let mut ended = false;
     while !shared.stop.load(Ordering::Acquire) {
         let first = match handle.receiver.recv_timeout(POLL_INTERVAL) {
             Ok(output) => output,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => {
-                shared
-                    .stats
-                    .engine_sessions_lost
-                    .fetch_add(1, Ordering::Relaxed);
-                let reason = handle
-                    .cut_reason()
-                    .unwrap_or_else(|| "engine session closed".into());
-                user.lock().failed = Some(reason);
-                user.changed.notify_all();
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                // Cut off as a slow consumer, or the pipeline is shutting
+                // down: either way stop making the event threads wait.
+                if handle.cut_reason().is_some() {
+                    count(&shared.stats.day_watch_lost);
+                }
+                shared.clock().lost = true;
+                shared.clock_changed.notify_all();
                 break;
             }
         };
-        let mut state = user.lock();
-        messages.clear();
-        state.book.on_output(&first, &mut messages);
-        for output in handle.receiver.try_iter().take(1024) {
-            state.book.on_output(&output, &mut messages);
+        {
+            let mut clock = shared.clock();
+            for output in std::iter::once(first).chain(handle.receiver.try_iter().take(4096)) {
+                clock.watermark = clock.watermark.max(output.seq);
+                if matches!(output.event, Event::DayEnded { .. }) {
+                    clock.ends.push((output.seq, output.timestamp_ns));
+                    ended = true;
+                }
+            }
         }
-        let rejections = messages
-            .iter()
-            .filter(|m| matches!(m, Outbound::Rejected { .. }))
-            .count();
-        shared
-            .stats
-            .engine_rejections
-            .fetch_add(rejections as u64, Ordering::Relaxed);
-        if !messages.is_empty() {
-            store_all(shared, user, &mut state, &messages);
+        shared.clock_changed.notify_all();
+        if std::mem::take(&mut ended) {
+            for user in &shared.users {
+                let _ = user.wake.0.try_send(());
+            }
+        }
+    }
+    shared.pipeline.disconnect(handle.id);
+}
+
+/// Closes the user's day: 'E' after the day's last message, archive, new
+/// store starting with 'S', tokens of finished orders forgotten. Writers
+/// of the closed day finish sending it, then End of Session.
+fn roll_over(shared: &Shared, user: &User, state: &mut UserState, timestamp_ns: u64) {
+    if state.failed.is_some() {
+        return;
+    }
+    let config = &shared.config;
+    let closed_day = state.today.number;
+    match day::close_day(
+        &config.data_dir,
+        &user.config.username,
+        &mut state.today,
+        config.fsync,
+        since_midnight_ns(timestamp_ns),
+        true,
+    ) {
+        Ok(closed) => {
+            count(&shared.stats.days_closed);
+            shared
+                .stats
+                .sequenced_messages_stored
+                .fetch_add(2, Ordering::Relaxed);
+            state.previous = Some((closed_day, closed));
+        }
+        Err(error) => {
+            count(&shared.stats.store_failures);
+            state.failed = Some(error.to_string());
+        }
+    }
+    user.changed.notify_all();
+}
+
+/// Turns engine outputs into OUCH messages appended to the store.
+fn apply_outputs(shared: &Shared, user: &User, state: &mut UserState, outputs: &[Output]) {
+    let mut messages = Vec::new();
+    for output in outputs {
+        state.today.book.on_output(output, &mut messages);
+    }
+    let rejections = messages
+        .iter()
+        .filter(|m| matches!(m, Outbound::Rejected { .. }))
+        .count();
+    shared
+        .stats
+        .engine_rejections
+        .fetch_add(rejections as u64, Ordering::Relaxed);
+    if !messages.is_empty() {
+        store_all(shared, user, state, &messages);
+    }
+}
+
+/// Owns the user's engine session: turns outputs into stored messages,
+/// and closes the day at each engine end of day.
+///
+/// Day boundary: the watcher sees `DayEnded` of command E only after the
+/// engine has queued every output of commands up to E for this session
+/// (one thread publishes them in order). So an output of a command after
+/// E is stored in the next day (before it, the watcher is awaited up to
+/// that command), and once E is known with this queue empty, every
+/// output of the day has been stored and the day can close.
+fn event_loop(shared: &Shared, user: &User, handle: SessionHandle) {
+    let mut batch: Vec<Output> = Vec::new();
+    let mut pending: Option<Output> = None;
+    // Day ends of this run already applied.
+    let mut applied = 0usize;
+    'events: while !shared.stop.load(Ordering::Acquire) {
+        batch.clear();
+        if let Some(output) = pending.take() {
+            batch.push(output);
+        } else {
+            crossbeam_channel::select! {
+                recv(handle.receiver) -> output => match output {
+                    Ok(output) => batch.push(output),
+                    Err(_) => {
+                        count(&shared.stats.engine_sessions_lost);
+                        let reason = handle
+                            .cut_reason()
+                            .unwrap_or_else(|| "engine session closed".into());
+                        user.lock().failed = Some(reason);
+                        user.changed.notify_all();
+                        break 'events;
+                    }
+                },
+                recv(user.wake.1) -> _ => {}
+                default(POLL_INTERVAL) => {}
+            }
+        }
+        batch.extend(handle.receiver.try_iter().take(1024));
+        if let Some(last) = batch.last() {
+            if !shared.wait_watermark(last.seq) {
+                break;
+            }
+        }
+        let mut state = user.lock();
+        let mut from = 0;
+        for (i, output) in batch.iter().enumerate() {
+            while let Some((end, timestamp_ns)) = shared.day_end(applied) {
+                if end >= output.seq {
+                    break;
+                }
+                apply_outputs(shared, user, &mut state, &batch[from..i]);
+                from = i;
+                roll_over(shared, user, &mut state, timestamp_ns);
+                applied += 1;
+            }
+        }
+        apply_outputs(shared, user, &mut state, &batch[from..]);
+        // A known day end with nothing queued: all its outputs are stored.
+        while let Some((_, timestamp_ns)) = shared.day_end(applied) {
+            match handle.receiver.try_recv() {
+                Ok(output) => {
+                    pending = Some(output);
+                    break;
+                }
+                Err(TryRecvError::Empty) => {
+                    roll_over(shared, user, &mut state, timestamp_ns);
+                    applied += 1;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            }
         }
     }
     shared.pipeline.disconnect(handle.id);
@@ -598,12 +795,8 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
             &Packet::LoginRejected(LoginRejectReason::NotAuthorized),
         );
     };
-    let session: [u8; SESSION_BYTES] = brokerx_soupbin::alpha(shared.config.session.as_bytes());
-    let session_ok = {
-        let requested = alpha_trimmed(&requested_session);
-        requested.is_empty() || requested == alpha_trimmed(&session)
-    };
-    if !session_ok
+    let today = user.lock().today.number;
+    if !session_ok(shared, &requested_session, today)
         || user
             .connected
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -616,8 +809,20 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
         );
     }
     // From here on this connection owns the user's `connected` flag.
-    let result = logged_in(shared, &user, reader, writer, session, requested_sequence);
+    let result = logged_in(
+        shared,
+        &user,
+        reader,
+        writer,
+        &requested_session,
+        requested_sequence,
+    );
     user.connected.store(false, Ordering::Release);
+    let Ok(Session::Ended) = result else {
+        // Refused login, or the day closed (its End of Session is no
+        // disconnect: the client logs in to the next day's session).
+        return result.map(|_| ());
+    };
     if user.config.cancel_on_disconnect {
         let command = Command::MassCancelAccount {
             account: user.config.account,
@@ -632,7 +837,24 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    result
+    Ok(())
+}
+
+/// A requested session name is blank or the current day's.
+fn session_ok(shared: &Shared, requested: &[u8; SESSION_BYTES], day: u64) -> bool {
+    let requested = alpha_trimmed(requested);
+    requested.is_empty()
+        || requested == alpha_trimmed(&day::session_name(&shared.config.session, day))
+}
+
+/// How a logged-in session ended.
+enum Session {
+    /// Login Rejected after all (failed user, or the day changed).
+    Refused,
+    /// Logout, timeout, close or stop.
+    Ended,
+    /// The day closed: End of Session was sent.
+    DayClosed,
 }
 
 fn logged_in(
@@ -640,30 +862,34 @@ fn logged_in(
     user: &Arc<User>,
     mut reader: PacketReader,
     mut writer: TcpStream,
-    session: [u8; SESSION_BYTES],
+    requested_session: &[u8; SESSION_BYTES],
     requested_sequence: u64,
-) -> std::io::Result<()> {
+) -> std::io::Result<Session> {
     let stats = &shared.stats;
-    let next_sequence = {
+    let (day, next_sequence) = {
         let state = user.lock();
-        if state.failed.is_some() {
+        let day = state.today.number;
+        // The day may have closed since the first look.
+        if state.failed.is_some() || !session_ok(shared, requested_session, day) {
             count(&stats.logins_rejected_session_unavailable);
-            return send_packet(
+            send_packet(
                 &mut writer,
                 &Packet::LoginRejected(LoginRejectReason::SessionNotAvailable),
-            );
+            )?;
+            return Ok(Session::Refused);
         }
-        let next_live = state.store.len() + 1;
-        if requested_sequence == 0 {
+        let next_live = state.today.store.len() + 1;
+        let next = if requested_sequence == 0 {
             next_live
         } else {
             requested_sequence.min(next_live)
-        }
+        };
+        (day, next)
     };
     send_packet(
         &mut writer,
         &Packet::LoginAccepted {
-            session,
+            session: day::session_name(&shared.config.session, day),
             sequence_number: next_sequence,
         },
     )?;
@@ -675,14 +901,14 @@ fn logged_in(
         let alive = alive.clone();
         std::thread::Builder::new()
             .name("ouch-writer".into())
-            .spawn(move || write_loop(&shared, &user, writer, &alive, next_sequence))?
+            .spawn(move || write_loop(&shared, &user, writer, &alive, day, next_sequence))?
     };
     let timeout = shared.config.client_timeout;
     loop {
         match reader.next(shared, timeout) {
             ReadOutcome::Packet(Packet::UnsequencedData(bytes)) => {
                 count(&stats.messages_received);
-                on_message(shared, user, &bytes);
+                on_message(shared, user, day, &bytes);
             }
             ReadOutcome::Packet(Packet::ClientHeartbeat | Packet::Debug(_)) => {}
             ReadOutcome::Packet(Packet::LogoutRequest) => break,
@@ -703,15 +929,25 @@ fn logged_in(
     alive.store(false, Ordering::Release);
     user.changed.notify_all();
     let _ = reader.stream.shutdown(Shutdown::Both);
-    let _ = writer_thread.join();
-    Ok(())
+    let day_closed = writer_thread.join().unwrap_or(false);
+    Ok(if day_closed {
+        Session::DayClosed
+    } else {
+        Session::Ended
+    })
 }
 
 /// One inbound OUCH message: validated, then submitted or refused.
-fn on_message(shared: &Shared, user: &User, bytes: &[u8]) {
+fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
     let stats = &shared.stats;
     let now = since_midnight_ns(wall_clock_ns());
     let mut state = user.lock();
+    if state.today.number != day {
+        // Sent in a session that has ended: its client gets End of
+        // Session and must log in to the new day.
+        count(&stats.stale_day_messages);
+        return;
+    }
     let rejected = |token, reason| Outbound::Rejected {
         timestamp_ns: now,
         token,
@@ -726,7 +962,7 @@ fn on_message(shared: &Shared, user: &User, bytes: &[u8]) {
             return;
         }
     };
-    match state.book.on_inbound(&message, &shared.directory) {
+    match state.today.book.on_inbound(&message, &shared.directory) {
         Step::Submit {
             command,
             new_token,
@@ -737,7 +973,7 @@ fn on_message(shared: &Shared, user: &User, bytes: &[u8]) {
             } else {
                 count(&stats.busy_rejections);
                 if let Some(index) = new_token {
-                    state.book.release(index);
+                    state.today.book.release(index);
                 }
                 if new_token.is_some() {
                     store_all(shared, user, &mut state, &[rejected(token, reject::BUSY)]);
@@ -756,20 +992,24 @@ fn on_message(shared: &Shared, user: &User, bytes: &[u8]) {
     }
 }
 
-/// Sends stored messages from `next` on, and heartbeats when idle.
+/// Sends stored messages of day `day` from `next` on, and heartbeats when
+/// idle. Once that day has closed and all of it is sent, sends End of
+/// Session and returns true (false for any other end).
 fn write_loop(
     shared: &Shared,
     user: &User,
     mut stream: TcpStream,
     alive: &AtomicBool,
+    day: u64,
     mut next: u64,
-) {
+) -> bool {
     let heartbeat = shared.config.heartbeat_interval;
     let mut last_sent = Instant::now();
     let mut frames = Vec::with_capacity(4096);
     loop {
         frames.clear();
         let mut sent = 0u64;
+        let mut end_of_session = false;
         {
             let mut state = user.lock();
             loop {
@@ -779,12 +1019,28 @@ fn write_loop(
                 {
                     let _ = stream.shutdown(Shutdown::Both);
                     alive.store(false, Ordering::Release);
-                    return;
+                    return false;
                 }
-                if state.store.len() >= next {
-                    let end = state.store.len().min(next + WRITE_BATCH_MESSAGES - 1);
+                let store = if state.today.number == day {
+                    Some(&state.today.store)
+                } else {
+                    // The day closed: its store until the next close (a
+                    // writer two days behind just ends its session).
+                    state
+                        .previous
+                        .as_ref()
+                        .filter(|(number, _)| *number == day)
+                        .map(|(_, store)| store)
+                };
+                let Some(store) = store else {
+                    end_of_session = true;
+                    let _ = Packet::EndOfSession.encode(&mut frames);
+                    break;
+                };
+                if store.len() >= next {
+                    let end = store.len().min(next + WRITE_BATCH_MESSAGES - 1);
                     for sequence in next..=end {
-                        if let Some(message) = state.store.get(sequence) {
+                        if let Some(message) = store.get(sequence) {
                             let packet = Packet::SequencedData(message.to_vec());
                             if packet.encode(&mut frames).is_ok() {
                                 sent += 1;
@@ -792,6 +1048,12 @@ fn write_loop(
                         }
                     }
                     next = end + 1;
+                    break;
+                }
+                if state.today.number != day {
+                    // The closed day is all sent.
+                    end_of_session = true;
+                    let _ = Packet::EndOfSession.encode(&mut frames);
                     break;
                 }
                 let idle = last_sent.elapsed();
@@ -807,10 +1069,11 @@ fn write_loop(
                     .unwrap_or_else(|e| e.into_inner().0);
             }
         }
-        if stream.write_all(&frames).is_err() {
+        let written = stream.write_all(&frames);
+        if written.is_err() || end_of_session {
             let _ = stream.shutdown(Shutdown::Both);
             alive.store(false, Ordering::Release);
-            return;
+            return end_of_session && written.is_ok();
         }
         last_sent = Instant::now();
         if sent == 0 {

@@ -148,6 +148,14 @@ impl MessageStore {
         Ok(self.len())
     }
 
+    /// `fdatasync`s the file (whatever the `fsync` setting).
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(|error| StoreError::Io {
+            path: self.path.clone(),
+            error,
+        })
+    }
+
     pub fn messages(&self) -> impl Iterator<Item = &[u8]> {
         self.messages.iter().map(|m| &m[..])
     }

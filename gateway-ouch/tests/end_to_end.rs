@@ -3,7 +3,8 @@
 //! the codecs. Covers login rules, enter/fill/replace/cancel, gateway and
 //! engine rejects, replay by requested sequence number with no gap and no
 //! duplicate (also across a gateway restart), cancel-on-disconnect,
-//! heartbeats and the idle timeout.
+//! heartbeats and the idle timeout, and the day rollover at the engine's
+//! end of day (also across a gateway restart).
 
 use brokerx_engine::pipeline::{Pipeline, PipelineConfig, WaitStrategy};
 use brokerx_engine::{
@@ -12,7 +13,7 @@ use brokerx_engine::{
 use brokerx_gateway_ouch::book::NS_PER_DAY;
 use brokerx_gateway_ouch::codec::{
     alpha, CancelOrder, EnterOrder, Inbound, Outbound, ReplaceOrder, Token, TIF_IOC_SECONDS,
-    TIF_SYSTEM_HOURS,
+    TIF_MARKET_HOURS, TIF_SYSTEM_HOURS,
 };
 use brokerx_gateway_ouch::{OuchConfig, OuchServer, OuchUser};
 use brokerx_soupbin::{Decoder, LoginRejectReason, Packet};
@@ -131,6 +132,8 @@ struct Client {
     /// Every sequenced message received, with its sequence number.
     received: Vec<(u64, Vec<u8>)>,
     heartbeats: u64,
+    /// Session name from Login Accepted.
+    session: [u8; 10],
 }
 
 enum Received {
@@ -151,6 +154,7 @@ impl Client {
             next_sequence: 0,
             received: Vec::new(),
             heartbeats: 0,
+            session: [b' '; 10],
         }
     }
 
@@ -187,18 +191,30 @@ impl Client {
         password: &str,
         sequence: u64,
     ) -> Result<Client, LoginRejectReason> {
+        Client::login_session(addr, user, password, "", sequence)
+    }
+
+    fn login_session(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        session: &str,
+        sequence: u64,
+    ) -> Result<Client, LoginRejectReason> {
         let mut client = Client::connect(addr);
         client.send(&Packet::LoginRequest {
             username: alpha(user.as_bytes()),
             password: alpha(password.as_bytes()),
-            requested_session: alpha(b""),
+            requested_session: alpha(session.as_bytes()),
             requested_sequence_number: sequence,
         });
         match client.receive(Duration::from_secs(5)) {
             Received::Packet(Packet::LoginAccepted {
-                sequence_number, ..
+                sequence_number,
+                session,
             }) => {
                 client.next_sequence = sequence_number;
+                client.session = session;
                 Ok(client)
             }
             Received::Packet(Packet::LoginRejected(reason)) => Err(reason),
@@ -209,8 +225,18 @@ impl Client {
     /// Logs in, retrying while the previous connection of the user is
     /// still being torn down.
     fn login_retry(addr: SocketAddr, user: &str, password: &str, sequence: u64) -> Client {
+        Client::login_session_retry(addr, user, password, "", sequence)
+    }
+
+    fn login_session_retry(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        session: &str,
+        sequence: u64,
+    ) -> Client {
         for _ in 0..100 {
-            match Client::login(addr, user, password, sequence) {
+            match Client::login_session(addr, user, password, session, sequence) {
                 Ok(client) => return client,
                 Err(LoginRejectReason::SessionNotAvailable) => {
                     std::thread::sleep(Duration::from_millis(20))
@@ -249,6 +275,28 @@ impl Client {
                 Received::TimedOut => {}
                 Received::Packet(other) => panic!("unexpected {other:?}"),
                 Received::Closed => panic!("closed"),
+            }
+        }
+    }
+
+    /// Expects End of Session (heartbeats skipped), then the close.
+    fn end_of_session(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(Instant::now() < deadline, "no End of Session in time");
+            match self.receive(Duration::from_secs(5)) {
+                Received::Packet(Packet::ServerHeartbeat) | Received::TimedOut => {}
+                Received::Packet(Packet::EndOfSession) => break,
+                Received::Packet(other) => panic!("expected End of Session, got {other:?}"),
+                Received::Closed => panic!("closed without End of Session"),
+            }
+        }
+        loop {
+            assert!(Instant::now() < deadline, "not closed after End of Session");
+            match self.receive(Duration::from_secs(5)) {
+                Received::Closed => return,
+                Received::TimedOut => {}
+                Received::Packet(other) => panic!("after End of Session: {other:?}"),
             }
         }
     }
@@ -612,4 +660,186 @@ fn connection_limit_and_sequence_clamp() {
     alice.ouch(enter("A1", b'S', 1, PRICE, TIF_SYSTEM_HOURS));
     assert!(matches!(alice.message(), Outbound::Accepted(_)));
     assert_eq!(alice.received.last().unwrap().0, 2);
+}
+
+/// Submits `Command::EndOfDay` through a session of its own, as an
+/// operator would, and waits for the engine's `DayEnded`.
+fn end_of_day(pipeline: &Pipeline) -> u32 {
+    let (submitter, handle) = pipeline.connect(&[], false);
+    submitter.submit(Command::EndOfDay).unwrap();
+    let expired = loop {
+        let output = handle
+            .receiver
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap();
+        if let brokerx_engine::Event::DayEnded { expired } = output.event {
+            break expired;
+        }
+    };
+    pipeline.disconnect(handle.id);
+    expired
+}
+
+fn expect_accepted(client: &mut Client, token_text: &str) -> u64 {
+    match client.message() {
+        Outbound::Accepted(a) if a.token == token(token_text) => a.order_reference_number,
+        other => panic!("expected Accepted for {token_text}, got {other:?}"),
+    }
+}
+
+fn expect_canceled(client: &mut Client, token_text: &str, shares: u32, reason: u8) {
+    match client.message() {
+        Outbound::Canceled {
+            token: t,
+            decrement_shares,
+            reason: r,
+            ..
+        } => {
+            assert_eq!(t, token(token_text));
+            assert_eq!(decrement_shares, shares, "canceled shares of {token_text}");
+            assert_eq!(r as char, reason as char, "cancel reason of {token_text}");
+        }
+        other => panic!("expected Canceled for {token_text}, got {other:?}"),
+    }
+}
+
+fn expect_system_event(client: &mut Client, code: u8) {
+    match client.message() {
+        Outbound::SystemEvent { event_code, .. } => {
+            assert_eq!(event_code as char, code as char)
+        }
+        other => panic!("expected System Event {}, got {other:?}", code as char),
+    }
+}
+
+#[test]
+fn day_rollover_at_the_engine_end_of_day() {
+    let dir = temp_dir("rollover");
+    let pipeline = start_pipeline(&dir);
+    let server = start_server(&pipeline, ouch_config(&dir));
+    let addr = server.local_addr();
+
+    // Day 1. Alice rests a DAY sell and two GTC sells; an IOC that trades
+    // nothing finishes at once.
+    let mut alice = Client::login(addr, "ALICE", "alicepw", 1).unwrap();
+    assert_eq!(&alice.session, b"BRKX000001");
+    expect_system_event(&mut alice, b'S');
+    alice.ouch(enter("D1", b'S', 10, PRICE + 1_000, TIF_MARKET_HOURS));
+    expect_accepted(&mut alice, "D1");
+    alice.ouch(enter("G1", b'S', 10, PRICE + 2_000, TIF_SYSTEM_HOURS));
+    expect_accepted(&mut alice, "G1");
+    alice.ouch(enter("G2", b'S', 20, PRICE + 2_000, TIF_SYSTEM_HOURS));
+    expect_accepted(&mut alice, "G2");
+    alice.ouch(enter("I1", b'S', 5, PRICE + 3_000, TIF_IOC_SECONDS));
+    expect_accepted(&mut alice, "I1");
+    expect_canceled(&mut alice, "I1", 5, b'I');
+    // Bob (cancel-on-disconnect) rests a GTC bid and stays connected.
+    let mut bob = Client::login(addr, "BOB", "bobpw", 1).unwrap();
+    expect_system_event(&mut bob, b'S');
+    bob.ouch(enter("B1", b'B', 10, PRICE - 1_000, TIF_SYSTEM_HOURS));
+    expect_accepted(&mut bob, "B1");
+
+    // The engine's end of day, from another session: the DAY order
+    // expires; each connected client gets the day's last messages, 'E',
+    // then End of Session and the close.
+    assert_eq!(end_of_day(&pipeline), 1);
+    expect_canceled(&mut alice, "D1", 10, b'T');
+    expect_system_event(&mut alice, b'E');
+    let alice_day_1 = alice.received.clone();
+    alice.end_of_session();
+    expect_system_event(&mut bob, b'E');
+    bob.end_of_session();
+    let ouch_dir = dir.join("ouch");
+    for user in ["ALICE", "BOB"] {
+        assert!(ouch_dir.join(format!("{user}.day-1.msgs")).exists());
+        assert!(ouch_dir.join(format!("{user}.msgs")).exists());
+    }
+    let stats = server.stats();
+    assert_eq!(stats.days_closed, 2);
+    assert_eq!(
+        stats.cancel_on_disconnect_sent, 0,
+        "End of Session is no disconnect"
+    );
+
+    // Day 2: a new session whose sequence 1 is the start of day; day 1's
+    // session is gone.
+    let alice = Client::login_session_retry(addr, "ALICE", "alicepw", "BRKX000002", 1);
+    assert_eq!((&alice.session, alice.next_sequence), (b"BRKX000002", 1));
+    alice.logout();
+    assert_eq!(
+        Client::login_session(addr, "ALICE", "alicepw", "BRKX000003", 1).err(),
+        Some(LoginRejectReason::SessionNotAvailable)
+    );
+    assert_eq!(
+        Client::login_session(addr, "ALICE", "alicepw", "BRKX000001", 1).err(),
+        Some(LoginRejectReason::SessionNotAvailable)
+    );
+    let mut alice = Client::login_retry(addr, "ALICE", "alicepw", 1);
+    assert_eq!((&alice.session, alice.next_sequence), (b"BRKX000002", 1));
+    expect_system_event(&mut alice, b'S');
+    // The expired DAY order's token is free again; a live GTC order's
+    // token is still taken, and still cancels its order.
+    alice.ouch(enter("D1", b'S', 7, PRICE + 1_000, TIF_MARKET_HOURS));
+    expect_accepted(&mut alice, "D1");
+    alice.ouch(enter("G1", b'S', 10, PRICE, TIF_SYSTEM_HOURS));
+    expect_rejected(&mut alice, "G1", b'd');
+    alice.ouch(cancel("G1", 0));
+    expect_canceled(&mut alice, "G1", 10, b'U');
+    // Bob's bid survived the day's End of Session.
+    let mut bob = Client::login_retry(addr, "BOB", "bobpw", 1);
+    assert_eq!(&bob.session, b"BRKX000002");
+    expect_system_event(&mut bob, b'S');
+    bob.quiet(Duration::from_millis(200));
+    bob.ouch(cancel("B1", 0));
+    expect_canceled(&mut bob, "B1", 10, b'U');
+    drop(bob);
+
+    // Gateway restart in the middle of day 2: same day, same session,
+    // same token rules.
+    let alice_day_2 = alice.logout();
+    drop(server);
+    let server = start_server(&pipeline, ouch_config(&dir));
+    let addr = server.local_addr();
+    let mut alice = Client::login(addr, "ALICE", "alicepw", 1).unwrap();
+    assert_eq!(&alice.session, b"BRKX000002");
+    for _ in &alice_day_2 {
+        alice.message();
+    }
+    assert_eq!(alice.received, alice_day_2, "day 2 replayed from 1");
+    alice.ouch(enter("G2", b'S', 5, PRICE, TIF_SYSTEM_HOURS));
+    expect_rejected(&mut alice, "G2", b'd');
+    alice.ouch(enter("D1", b'S', 5, PRICE, TIF_SYSTEM_HOURS));
+    expect_rejected(&mut alice, "D1", b'd');
+    alice.ouch(enter("G1", b'S', 5, PRICE, TIF_SYSTEM_HOURS));
+    expect_rejected(&mut alice, "G1", b'd');
+    alice.ouch(enter("I1", b'S', 5, PRICE + 3_000, TIF_SYSTEM_HOURS));
+    expect_accepted(&mut alice, "I1");
+    alice.ouch(cancel("G2", 15));
+    expect_canceled(&mut alice, "G2", 5, b'U');
+
+    // The restarted gateway closes day 2 too; day 1's archive is intact.
+    assert_eq!(end_of_day(&pipeline), 1);
+    expect_canceled(&mut alice, "D1", 7, b'T');
+    expect_system_event(&mut alice, b'E');
+    alice.end_of_session();
+    let mut alice = Client::login_retry(addr, "ALICE", "alicepw", 1);
+    assert_eq!(&alice.session, b"BRKX000003");
+    expect_system_event(&mut alice, b'S');
+    alice.ouch(cancel("G2", 0));
+    expect_canceled(&mut alice, "G2", 15, b'U');
+    alice.ouch(cancel("I1", 0));
+    expect_canceled(&mut alice, "I1", 5, b'U');
+    let day_1 = std::fs::read(ouch_dir.join("ALICE.day-1.msgs")).unwrap();
+    let mut stored = Vec::new();
+    let mut at = 0;
+    while at < day_1.len() {
+        let length = usize::from(u16::from_be_bytes([day_1[at], day_1[at + 1]]));
+        stored.push(day_1[at + 2..at + 2 + length].to_vec());
+        at += 2 + length;
+    }
+    let sent: Vec<Vec<u8>> = alice_day_1.into_iter().map(|(_, bytes)| bytes).collect();
+    assert_eq!(stored, sent, "day 1 archive = what day 1's session sent");
+    assert!(ouch_dir.join("ALICE.day-2.msgs").exists());
+    drop(alice);
+    drop(server);
 }

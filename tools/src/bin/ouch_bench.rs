@@ -379,6 +379,28 @@ fn main() {
         )
         .expect("ouch");
         let address = server.local_addr().to_string();
+        // The ITCH feed runs beside it, to a local UDP socket drained by a
+        // thread, so its throughput and publish latency are measured under
+        // the same load.
+        let feed_sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut directory = brokerx_marketdata::SymbolDirectory::new();
+        directory.insert(SymbolId(0), "BENCH", 1).unwrap();
+        let mut itch = brokerx_marketdata::ItchConfig::new(directory, dir.join("engine"));
+        itch.mold_socket = Some(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        itch.mold_destination = feed_sink.local_addr().unwrap();
+        let publisher = brokerx_marketdata::ItchPublisher::start(pipeline.clone(), itch).expect("itch");
+        let drain_stop = Arc::new(AtomicBool::new(false));
+        let drain = {
+            let stop = drain_stop.clone();
+            feed_sink.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = feed_sink.recv(&mut buffer);
+                }
+            })
+        };
+        let feed_start = (publisher.stats(), Instant::now());
         let streams: Vec<TcpStream> = (0..sessions)
             .map(|s| login(&address, &format!("U{s}")))
             .collect();
@@ -408,6 +430,21 @@ fn main() {
         for mut stream in streams {
             let _ = stream.write_all(&Packet::LogoutRequest.to_bytes().unwrap());
         }
+        let feed = publisher.stats();
+        let seconds_elapsed = feed_start.1.elapsed().as_secs_f64();
+        println!(
+            "|  | {} | ITCH feed over the whole run: {} messages in {} MoldUDP64 packets, {:.0} messages/s; publish latency (engine stamp to UDP send, includes the journal commit) min/avg/max {:.1} / {:.1} / {:.1} µs | | | |",
+            if durable { "fsync" } else { "none" },
+            feed.messages - feed_start.0.messages,
+            feed.packets - feed_start.0.packets,
+            (feed.messages - feed_start.0.messages) as f64 / seconds_elapsed,
+            feed.latency_min_ns as f64 / 1000.0,
+            feed.latency_avg_ns() as f64 / 1000.0,
+            feed.latency_max_ns as f64 / 1000.0,
+        );
+        publisher.shutdown();
+        drain_stop.store(true, Ordering::Relaxed);
+        let _ = drain.join();
         server.shutdown();
         let _ = pipeline.shutdown();
     }

@@ -352,6 +352,7 @@ fn start_itch(
             TcpListener::bind((bind, port)).map_err(|e| format!("ITCH port {bind}:{port}: {e}"))?;
         itch.soup_listener = Some(listener);
     }
+    let destination = itch.mold_socket.as_ref().map(|_| itch.mold_destination);
     let publisher =
         ItchPublisher::start(pipeline.clone(), itch).map_err(|e| format!("ITCH feed: {e}"))?;
     if let Some(address) = publisher.soup_addr() {
