@@ -388,11 +388,14 @@ fn main() {
         let mut itch = brokerx_marketdata::ItchConfig::new(directory, dir.join("engine"));
         itch.mold_socket = Some(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
         itch.mold_destination = feed_sink.local_addr().unwrap();
-        let publisher = brokerx_marketdata::ItchPublisher::start(pipeline.clone(), itch).expect("itch");
+        let publisher =
+            brokerx_marketdata::ItchPublisher::start(pipeline.clone(), itch).expect("itch");
         let drain_stop = Arc::new(AtomicBool::new(false));
         let drain = {
             let stop = drain_stop.clone();
-            feed_sink.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            feed_sink
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
             std::thread::spawn(move || {
                 let mut buffer = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {

@@ -273,11 +273,15 @@ fn feed_capacity(dir: &Path, count: usize) -> (u64, u64, f64) {
     config.durable = false;
     config.wait = WaitStrategy::SpinThenYield { spins: 2_000 };
     config.outbound_capacity = 1 << 20;
-    let pipeline = std::sync::Arc::new(Pipeline::start(config, EngineConfig::default()).expect("start"));
+    let pipeline =
+        std::sync::Arc::new(Pipeline::start(config, EngineConfig::default()).expect("start"));
     let mut directory = SymbolDirectory::new();
-    directory.insert(SymbolId(0), "BENCH", 1).expect("directory");
+    directory
+        .insert(SymbolId(0), "BENCH", 1)
+        .expect("directory");
     let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sink.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let mut itch = ItchConfig::new(directory, dir.to_path_buf());
     itch.mold_socket = Some(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
     itch.mold_destination = sink.local_addr().unwrap();
@@ -321,7 +325,11 @@ fn feed_capacity(dir: &Path, count: usize) -> (u64, u64, f64) {
     stop.store(true, Ordering::Relaxed);
     let _ = drain.join();
     let _ = pipeline.shutdown();
-    (stats.messages, stats.packets, stats.messages as f64 / elapsed)
+    (
+        stats.messages,
+        stats.packets,
+        stats.messages as f64 / elapsed,
+    )
 }
 
 fn main() {
