@@ -455,3 +455,51 @@ fn replies_reach_a_session_that_submits_right_after_connecting() {
         }
     });
 }
+
+/// A failed fsync is fatal: the engine thread stops, the batch it was
+/// syncing is never acknowledged, nothing after it is accepted, and
+/// shutdown reports the journal error.
+#[test]
+fn a_failed_fsync_stops_the_pipeline_without_acknowledging() {
+    let dir = temp_dir("fsync-failure");
+    let mut cfg = config(&dir);
+    cfg.fail_sync_at_batch = Some(20);
+    let pipeline = Pipeline::start(cfg, EngineConfig::default()).unwrap();
+    let (submitter, handle) = pipeline.connect(&[], false);
+    let mut acknowledged = 0;
+    for command in setup_commands().iter().chain(workload(9, 100).iter()) {
+        if submitter.submit(*command).is_err() {
+            break;
+        }
+        match handle.receiver.recv_timeout(Duration::from_millis(500)) {
+            Ok(output) => {
+                acknowledged += 1;
+                while !output.last
+                    && !handle
+                        .receiver
+                        .recv_timeout(Duration::from_millis(500))
+                        .unwrap()
+                        .last
+                {}
+            }
+            Err(_) => break,
+        }
+    }
+    assert_eq!(
+        acknowledged, 19,
+        "exactly the batches before the failing one are acknowledged"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !pipeline.has_stopped() {
+        assert!(std::time::Instant::now() < deadline, "engine thread stops");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match pipeline.shutdown() {
+        Some(Err(error)) => assert!(error.to_string().to_lowercase().contains("sync"), "{error}"),
+        other => panic!("expected the journal error, got {other:?}"),
+    }
+    assert!(
+        handle.receiver.try_recv().is_err(),
+        "nothing of the failed batch was published"
+    );
+}

@@ -82,6 +82,10 @@ pub struct PipelineConfig {
     /// `journal/archive/` (off by default: replay from the first command
     /// then needs the archive put back).
     pub archive_after_snapshot: bool,
+    /// Fault injection for tests: make the fsync of this batch (1-based)
+    /// fail, as a failing disk would.
+    #[doc(hidden)]
+    pub fail_sync_at_batch: Option<u64>,
 }
 
 impl PipelineConfig {
@@ -99,6 +103,7 @@ impl PipelineConfig {
             segment_bytes: 64 << 20,
             snapshot_every: 0,
             archive_after_snapshot: false,
+            fail_sync_at_batch: None,
         }
     }
 }
@@ -404,6 +409,10 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
         // Group commit: one write, one fdatasync. A failure is fatal and
         // nothing of this batch is ever acknowledged.
         let batch_commands = pending.len() as u64;
+        let batch_number = shared.stats.batches.load(Ordering::Relaxed) + 1;
+        if state.config.fail_sync_at_batch == Some(batch_number) {
+            state.journal.inject_sync_failure();
+        }
         let durable = state.journal.commit()?;
         debug_assert_eq!(durable, state.seq);
         shared.stats.durable_seq.store(durable, Ordering::Release);

@@ -118,6 +118,9 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
     pipeline_config.snapshot_every = config.server.snapshot_every;
     pipeline_config.archive_after_snapshot = config.server.archive_segments;
     pipeline_config.queue_capacity = config.server.queue_capacity.max(1);
+    // Fault injection for the end-to-end test of a failing disk.
+    pipeline_config.fail_sync_at_batch =
+        env("BROKERX_TEST_FAIL_SYNC_AT_BATCH").and_then(|v| v.parse().ok());
 
     let pipeline = Pipeline::start(pipeline_config, EngineConfig::default())
         .map_err(|e| format!("recovery failed: {e}"))?;
