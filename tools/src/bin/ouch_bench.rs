@@ -80,9 +80,12 @@ fn start_pipeline(dir: &Path, durable: bool, sessions: usize) -> Arc<Pipeline> {
     let _ = std::fs::remove_dir_all(dir);
     let mut config = PipelineConfig::new(dir.join("engine"));
     config.durable = durable;
-    config.wait = WaitStrategy::Park {
-        spins: 2_000,
-        timeout: Duration::from_millis(1),
+    config.wait = match std::env::var("BROKERX_BENCH_WAIT").as_deref() {
+        Ok(text) => WaitStrategy::parse(text).expect("spin, yield or park"),
+        Err(_) => WaitStrategy::Park {
+            spins: 2_000,
+            timeout: Duration::from_millis(1),
+        },
     };
     let pipeline = Pipeline::start(config, EngineConfig::default()).expect("pipeline");
     let mut commands = vec![Command::AddSymbol {
