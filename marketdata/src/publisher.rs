@@ -254,6 +254,9 @@ pub(crate) struct Shared {
     pub(crate) changed: Condvar,
     pub(crate) stop: AtomicBool,
     pub(crate) stats: ItchStats,
+    /// Publish latency (engine stamp to UDP send), ns; recorded on the
+    /// publisher's own thread, never the engine's.
+    pub(crate) latency: Mutex<hdrhistogram::Histogram<u64>>,
     pub(crate) max_packet_bytes: usize,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) client_timeout: Duration,
@@ -463,8 +466,14 @@ impl Publisher {
         }
         self.last_sent = Instant::now();
         let now = now_ns();
+        let mut histogram = self
+            .shared
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for stamp in self.outgoing_stamps.drain(..) {
             let latency = now.saturating_sub(stamp);
+            histogram.saturating_record(latency);
             stats.latency_count.fetch_add(1, Ordering::Relaxed);
             stats.latency_sum_ns.fetch_add(latency, Ordering::Relaxed);
             stats.latency_max_ns.fetch_max(latency, Ordering::Relaxed);
@@ -603,6 +612,10 @@ impl ItchPublisher {
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             stats: ItchStats::default(),
+            latency: Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1_000, 3_600_000_000_000, 3)
+                    .expect("histogram bounds"),
+            ),
             max_packet_bytes,
             heartbeat_interval,
             client_timeout,
@@ -733,6 +746,16 @@ impl ItchPublisher {
 
     pub fn stats(&self) -> ItchStatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// Full distribution of the publish latency (engine stamp to UDP send
+    /// of the command's last packet), ns.
+    pub fn latency_histogram(&self) -> hdrhistogram::Histogram<u64> {
+        self.shared
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Sequence number the next message will have (messages stored: this

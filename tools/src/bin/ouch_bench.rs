@@ -437,16 +437,18 @@ fn main() {
             let _ = stream.write_all(&Packet::LogoutRequest.to_bytes().unwrap());
         }
         let feed = publisher.stats();
+        let publish = publisher.latency_histogram();
         let seconds_elapsed = feed_start.1.elapsed().as_secs_f64();
         println!(
-            "|  | {} | ITCH feed over the whole run: {} messages in {} MoldUDP64 packets, {:.0} messages/s; publish latency (engine stamp to UDP send, includes the journal commit) min/avg/max {:.1} / {:.1} / {:.1} µs | | | |",
+            "|  | {} | ITCH feed over the whole run: {} messages in {} MoldUDP64 packets, {:.0} messages/s; publish latency (engine stamp to UDP send, includes the journal commit) p50 / p99 / p99.9 / max {:.1} / {:.1} / {:.1} / {:.1} µs | | | |",
             if durable { "fsync" } else { "none" },
             feed.messages - feed_start.0.messages,
             feed.packets - feed_start.0.packets,
             (feed.messages - feed_start.0.messages) as f64 / seconds_elapsed,
-            feed.latency_min_ns as f64 / 1000.0,
-            feed.latency_avg_ns() as f64 / 1000.0,
-            feed.latency_max_ns as f64 / 1000.0,
+            us(&publish, 0.5),
+            us(&publish, 0.99),
+            us(&publish, 0.999),
+            publish.max() as f64 / 1000.0,
         );
         publisher.shutdown();
         drain_stop.store(true, Ordering::Relaxed);
