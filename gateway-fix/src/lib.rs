@@ -1,1 +1,16 @@
-//! Placeholder crate: see README.md for what it will hold.
+//! BrokerX FIX 4.4 acceptor: codec, dictionary, session layer, store and server.
+//! See README.md.
+
+pub mod at;
+pub mod codec;
+pub mod config;
+pub mod dictionary;
+pub mod server;
+pub mod session;
+pub mod store;
+
+pub use at::AtEcho;
+pub use server::{FixConfig, FixServer};
+pub use session::{
+    Action, Application, InboundMessage, OutboundMessage, Session, SessionConfig, SessionId,
+};

@@ -1,0 +1,226 @@
+//! Per-session persistent store: next sender/target sequence numbers and sent
+//! application messages, kept in an append-only file and replayed on open.
+//!
+//! Record format (little endian): `S u64` next sender seq, `T u64` next target seq,
+//! `M u64 seq, u32 len, bytes` a sent message. A truncated final record (crash
+//! mid-write) is ignored on replay. `reset` truncates the file.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Message store for one session.
+#[derive(Debug)]
+pub struct Store {
+    path: Option<PathBuf>,
+    file: Option<File>,
+    next_sender: u64,
+    next_target: u64,
+    messages: BTreeMap<u64, Vec<u8>>,
+}
+
+impl Store {
+    /// A store that keeps everything in memory only (tests, conformance).
+    pub fn in_memory() -> Self {
+        Store {
+            path: None,
+            file: None,
+            next_sender: 1,
+            next_target: 1,
+            messages: BTreeMap::new(),
+        }
+    }
+
+    /// Open (or create) the store file at `path` and replay it.
+    pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let mut data = Vec::new();
+        if path.exists() {
+            File::open(&path)?.read_to_end(&mut data)?;
+        }
+        let mut store = Store::in_memory();
+        let mut at = 0usize;
+        let u64_at = |d: &[u8], i: usize| {
+            d.get(i..i + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+        };
+        let mut valid_len = 0usize;
+        while at < data.len() {
+            match data[at] {
+                b'S' | b'T' => {
+                    let Some(v) = u64_at(&data, at + 1) else {
+                        break;
+                    };
+                    if data[at] == b'S' {
+                        store.next_sender = v;
+                    } else {
+                        store.next_target = v;
+                    }
+                    at += 9;
+                }
+                b'M' => {
+                    let Some(seq) = u64_at(&data, at + 1) else {
+                        break;
+                    };
+                    let Some(len) = data.get(at + 9..at + 13) else {
+                        break;
+                    };
+                    let len = u32::from_le_bytes(len.try_into().unwrap_or([0; 4])) as usize;
+                    let Some(msg) = data.get(at + 13..at + 13 + len) else {
+                        break;
+                    };
+                    store.messages.insert(seq, msg.to_vec());
+                    at += 13 + len;
+                }
+                _ => break,
+            }
+            valid_len = at;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        if valid_len < data.len() {
+            file.set_len(valid_len as u64)?;
+        }
+        store.file = Some(file);
+        store.path = Some(path);
+        Ok(store)
+    }
+
+    fn append(&mut self, record: &[u8]) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.write_all(record),
+            None => Ok(()),
+        }
+    }
+
+    /// Next MsgSeqNum we will send.
+    pub fn next_sender(&self) -> u64 {
+        self.next_sender
+    }
+    /// Next MsgSeqNum we expect to receive.
+    pub fn next_target(&self) -> u64 {
+        self.next_target
+    }
+
+    /// Persist the next sender seq.
+    pub fn set_next_sender(&mut self, v: u64) -> io::Result<()> {
+        self.next_sender = v;
+        let mut r = [0u8; 9];
+        r[0] = b'S';
+        r[1..].copy_from_slice(&v.to_le_bytes());
+        self.append(&r)
+    }
+
+    /// Persist the next target seq.
+    pub fn set_next_target(&mut self, v: u64) -> io::Result<()> {
+        self.next_target = v;
+        let mut r = [0u8; 9];
+        r[0] = b'T';
+        r[1..].copy_from_slice(&v.to_le_bytes());
+        self.append(&r)
+    }
+
+    /// Save a sent message under its MsgSeqNum.
+    pub fn save(&mut self, seq: u64, msg: &[u8]) -> io::Result<()> {
+        let mut r = Vec::with_capacity(13 + msg.len());
+        r.push(b'M');
+        r.extend_from_slice(&seq.to_le_bytes());
+        r.extend_from_slice(&(msg.len() as u32).to_le_bytes());
+        r.extend_from_slice(msg);
+        self.messages.insert(seq, msg.to_vec());
+        self.append(&r)
+    }
+
+    /// A saved message.
+    pub fn get(&self, seq: u64) -> Option<&[u8]> {
+        self.messages.get(&seq).map(Vec::as_slice)
+    }
+
+    /// Forget everything: both sequence numbers back to 1, no messages.
+    pub fn reset(&mut self) -> io::Result<()> {
+        self.next_sender = 1;
+        self.next_target = 1;
+        self.messages.clear();
+        if let Some(f) = &mut self.file {
+            f.set_len(0)?;
+        }
+        Ok(())
+    }
+
+    /// Flush to disk (fsync).
+    pub fn sync(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    /// Backing file, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("brokerx-fix-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn survives_reopen_and_reset() {
+        let p = tmp("reopen");
+        {
+            let mut s = Store::open(&p).unwrap();
+            assert_eq!((s.next_sender(), s.next_target()), (1, 1));
+            s.save(1, b"hello").unwrap();
+            s.set_next_sender(2).unwrap();
+            s.set_next_target(7).unwrap();
+        }
+        {
+            let mut s = Store::open(&p).unwrap();
+            assert_eq!((s.next_sender(), s.next_target()), (2, 7));
+            assert_eq!(s.get(1), Some(&b"hello"[..]));
+            s.reset().unwrap();
+            s.set_next_sender(3).unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        assert_eq!((s.next_sender(), s.next_target()), (3, 1));
+        assert_eq!(s.get(1), None);
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn truncated_tail_is_ignored() {
+        let p = tmp("trunc");
+        {
+            let mut s = Store::open(&p).unwrap();
+            s.set_next_sender(5).unwrap();
+            s.save(4, b"abcdef").unwrap();
+        }
+        let len = std::fs::metadata(&p).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(len - 2)
+            .unwrap();
+        let mut s = Store::open(&p).unwrap();
+        assert_eq!(s.next_sender(), 5);
+        assert_eq!(s.get(4), None);
+        s.set_next_target(9).unwrap();
+        drop(s);
+        assert_eq!(Store::open(&p).unwrap().next_target(), 9);
+        let _ = std::fs::remove_file(&p);
+    }
+}
