@@ -91,7 +91,62 @@ fn load_config(flags: &Flags) -> Result<Config, String> {
     Ok(config)
 }
 
+/// A FIX acceptor profile (`[acceptor]` and `[[session]]` tables, as in
+/// `config/quickfix-at.toml`) instead of a server config.
+fn is_fix_profile(text: &str) -> bool {
+    text.lines().any(|line| line.trim() == "[acceptor]")
+}
+
+/// Conformance mode: the FIX session layer in front of the QuickFIX `at`
+/// echo application (no engine behind it), for the acceptance suite.
+fn serve_fix_profile(flags: &Flags, text: &str) -> Result<(), String> {
+    use brokerx_gateway_fix::{AtEcho, FixConfig, FixServer};
+    let config = FixConfig::from_toml_str(text).map_err(|e| format!("FIX profile: {e}"))?;
+    let port: u16 = match flags
+        .value("fix-port")
+        .map(str::to_string)
+        .or_else(|| env("BROKERX_FIX_PORT"))
+    {
+        Some(text) => text
+            .parse()
+            .map_err(|_| format!("--fix-port: bad port {text:?}"))?,
+        None => 9878,
+    };
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .map_err(|e| format!("FIX port 127.0.0.1:{port}: {e}"))?;
+    let server = FixServer::start(listener, config, Arc::new(AtEcho::new()))
+        .map_err(|e| format!("FIX acceptor: {e}"))?;
+    println!(
+        "fix port listening on {} (FIX 4.4 conformance profile: QuickFIX `at` echo application)",
+        server.local_addr()
+    );
+    println!("brokerx ready");
+    let _ = std::io::stdout().flush();
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.stop();
+    println!("brokerx stopped");
+    Ok(())
+}
+
 pub fn serve(flags: &Flags) -> Result<(), String> {
+    if let Some(path) = flags
+        .value("config")
+        .map(str::to_string)
+        .or_else(|| env("BROKERX_CONFIG"))
+    {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read config {path}: {e}"))?;
+        if is_fix_profile(&text) {
+            return serve_fix_profile(flags, &text);
+        }
+    }
     let config = load_config(flags)?;
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
