@@ -90,7 +90,8 @@ pub struct OrderNode {
 const _: () = assert!(std::mem::size_of::<OrderNode>() == 56);
 
 impl OrderNode {
-    const FREE: OrderNode = OrderNode {
+    /// A slot with no order in it.
+    pub(crate) const FREE: OrderNode = OrderNode {
         price: 0,
         leaves: 0,
         filled: 0,

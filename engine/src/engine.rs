@@ -666,7 +666,7 @@ impl Engine {
             side: order.side as u8,
             tif: tif as u8,
             self_trade: order.self_trade as u8,
-            ..ZERO_NODE
+            ..OrderNode::FREE
         });
         out.push(Event::OrderAccepted {
             order_id,
@@ -681,7 +681,7 @@ impl Engine {
         });
 
         if tif == TimeInForce::Fok && !self.fok_fillable(slot) {
-            self.close_taker(slot, CancelReason::FillOrKill, order.tag, out);
+            self.release_and_free(slot, CancelReason::FillOrKill, order.tag, out);
             return Ok(());
         }
         let end = self.match_taker(slot, out);
@@ -917,10 +917,10 @@ impl Engine {
                 }
                 self.orders.free(slot);
             }
-            MatchEnd::SelfTrade => self.close_taker(slot, CancelReason::SelfTrade, tag, out),
+            MatchEnd::SelfTrade => self.release_and_free(slot, CancelReason::SelfTrade, tag, out),
             MatchEnd::Exhausted => match tif {
                 TimeInForce::Ioc | TimeInForce::Fok => {
-                    self.close_taker(slot, CancelReason::ImmediateRemainder, tag, out)
+                    self.release_and_free(slot, CancelReason::ImmediateRemainder, tag, out)
                 }
                 TimeInForce::Day | TimeInForce::Gtc => self.rest(slot, out),
             },
@@ -946,14 +946,6 @@ impl Engine {
         out.push(state.level_event(symbol, side, index));
     }
 
-    /// Cancels the open quantity of an order that is on no level, releases
-    /// its hold and frees it.
-    fn close_taker(&mut self, slot: u32, reason: CancelReason, tag: u64, out: &mut Vec<Event>) {
-        let node = self.orders.nodes[slot as usize];
-        assert!(!node.has(FLAG_IN_LEVEL));
-        self.release_and_free(slot, reason, tag, out);
-    }
-
     /// Removes a resting order from the book with a cancel event. The
     /// caller emits the level update.
     fn remove_resting(
@@ -976,6 +968,9 @@ impl Engine {
         index
     }
 
+    /// Cancels the open quantity of an order that is on no level (a
+    /// taker's remainder, or a resting order already unlinked), releases
+    /// its hold and frees it.
     fn release_and_free(
         &mut self,
         slot: u32,
@@ -983,8 +978,23 @@ impl Engine {
         tag: u64,
         out: &mut Vec<Event>,
     ) {
+        let (order_id, node) = self.retire(slot);
+        out.push(Event::OrderCancelled {
+            order_id,
+            account: AccountId(node.account),
+            symbol: SymbolId(node.symbol),
+            side: side_of(&node),
+            qty: node.leaves,
+            reason,
+            tag,
+        });
+    }
+
+    /// Ends an order that is on no price level: off its account list, its
+    /// hold released, its slot freed. Returns its id and last state.
+    fn retire(&mut self, slot: u32) -> (OrderId, OrderNode) {
         let node = self.orders.nodes[slot as usize];
-        let side = side_of(&node);
+        assert!(!node.has(FLAG_IN_LEVEL));
         let symbol = SymbolId(node.symbol);
         if node.has(FLAG_IN_ACCOUNT) {
             account_orders(&mut self.accounts, node.account).unlink(&mut self.orders.nodes, slot);
@@ -992,18 +1002,16 @@ impl Engine {
         let state = self.symbols[symbol.0 as usize]
             .as_ref()
             .expect("known symbol");
-        let ticket = state.ticket(node.account, symbol, side, node.price, node.leaves);
-        self.ledger.release(&ticket, true);
-        out.push(Event::OrderCancelled {
-            order_id: OrderId::new(slot, node.generation),
-            account: AccountId(node.account),
+        let ticket = state.ticket(
+            node.account,
             symbol,
-            side,
-            qty: node.leaves,
-            reason,
-            tag,
-        });
+            side_of(&node),
+            node.price,
+            node.leaves,
+        );
+        self.ledger.release(&ticket, true);
         self.orders.free(slot);
+        (OrderId::new(slot, node.generation), node)
     }
 
     /// The slot of a resting order `account` may act on.
@@ -1206,45 +1214,26 @@ impl Engine {
             if node.tif != TimeInForce::Day as u8 {
                 continue;
             }
-            let state = self.symbols[symbol_index].as_mut().expect("present");
-            state
+            self.symbols[symbol_index]
+                .as_mut()
+                .expect("present")
                 .ladder_mut(side)
                 .unlink(&mut self.orders.nodes, index, slot);
-            account_orders(&mut self.accounts, node.account).unlink(&mut self.orders.nodes, slot);
-            let state = self.symbols[symbol_index].as_ref().expect("present");
-            let ticket = state.ticket(node.account, symbol, side, node.price, node.leaves);
-            self.ledger.release(&ticket, true);
+            let (order_id, node) = self.retire(slot);
             out.push(Event::OrderExpired {
-                order_id: OrderId::new(slot, node.generation),
+                order_id,
                 account: AccountId(node.account),
                 symbol,
                 side,
                 qty: node.leaves,
             });
+            let state = self.symbols[symbol_index].as_ref().expect("present");
             out.push(state.level_event(symbol, side, index));
-            self.orders.free(slot);
             expired += 1;
         }
         expired
     }
 }
-
-const ZERO_NODE: OrderNode = OrderNode {
-    price: 0,
-    leaves: 0,
-    filled: 0,
-    account: 0,
-    symbol: 0,
-    prev: NIL,
-    next: NIL,
-    account_prev: NIL,
-    account_next: NIL,
-    generation: 0,
-    side: 0,
-    tif: 0,
-    self_trade: 0,
-    flags: 0,
-};
 
 /// The fields of a new-order command.
 struct NewOrder {
