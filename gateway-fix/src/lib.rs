@@ -10,7 +10,7 @@ pub mod session;
 pub mod store;
 
 pub use at::AtEcho;
-pub use server::{FixConfig, FixServer};
+pub use server::{FixConfig, FixServer, Sessions};
 pub use session::{
     Action, Application, InboundMessage, OutboundMessage, Session, SessionConfig, SessionId,
 };

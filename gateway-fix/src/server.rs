@@ -1,17 +1,17 @@
 //! TCP acceptor: one std thread per connection, blocking sockets with short read
 //! timeouts driving the session timers.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::codec::{self, Frame};
-use crate::session::{Action, Application, Session, SessionConfig, SessionId};
+use crate::session::{Action, Application, OutboundMessage, Session, SessionConfig, SessionId};
 use crate::store::Store;
 
 /// Acceptor configuration.
@@ -42,6 +42,9 @@ impl FixConfig {
     }
 }
 
+/// A peer that does not take our bytes for this long is disconnected.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -50,10 +53,171 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The configured sessions, alive for the acceptor's whole life whether or not
+/// a connection is up: each keeps its [`Session`] (and so its store), so the
+/// application can send to it at any time ([`Sessions::send`]). A message
+/// sent while the counterparty is not logged on is stored under the next
+/// MsgSeqNum and reaches it by ResendRequest after its next Logon.
+pub struct Sessions {
+    slots: BTreeMap<SessionId, Arc<Mutex<Slot>>>,
+    app: OnceLock<Arc<dyn Application>>,
+    opened_ms: i64,
+}
+
+struct Slot {
+    session: Session,
+    /// The live connection (a clone of its socket), once claimed.
+    writer: Option<TcpStream>,
+    claimed: bool,
+}
+
+impl Slot {
+    /// Writes what the session produced. A write error (a peer that stopped
+    /// reading past the write timeout) shuts the socket, which ends the
+    /// connection thread.
+    fn run(&mut self, actions: &mut Vec<Action>) {
+        let mut closing = false;
+        for a in actions.drain(..) {
+            match (&a, &mut self.writer) {
+                (Action::Send(bytes), Some(w)) if !closing => {
+                    if w.write_all(bytes).is_err() {
+                        let _ = w.shutdown(Shutdown::Both);
+                        self.writer = None;
+                    }
+                }
+                (Action::Disconnect, _) => closing = true,
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Sessions {
+    /// Opens the store of every configured session.
+    pub fn open(config: &FixConfig) -> io::Result<Arc<Sessions>> {
+        let now = now_ms();
+        let mut slots = BTreeMap::new();
+        for cfg in &config.sessions {
+            let store = match &config.store_dir {
+                Some(dir) => Store::open(dir.join(format!(
+                    "{}-{}.store",
+                    cfg.id.sender_comp_id, cfg.id.target_comp_id
+                )))?,
+                None => Store::in_memory(),
+            };
+            let slot = Slot {
+                session: Session::new(cfg.clone(), store, now),
+                writer: None,
+                claimed: false,
+            };
+            if slots
+                .insert(cfg.id.clone(), Arc::new(Mutex::new(slot)))
+                .is_some()
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("FIX session {:?} configured twice", cfg.id),
+                ));
+            }
+        }
+        Ok(Arc::new(Sessions {
+            slots,
+            app: OnceLock::new(),
+            opened_ms: now,
+        }))
+    }
+
+    /// The configured session identities.
+    pub fn ids(&self) -> impl Iterator<Item = &SessionId> {
+        self.slots.keys()
+    }
+
+    fn slot(&self, id: &SessionId) -> Option<MutexGuard<'_, Slot>> {
+        let slot = self.slots.get(id)?;
+        Some(slot.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sends application messages to a session, in order, each with the next
+    /// MsgSeqNum (stored; on the wire only while logged on). False for an
+    /// unknown session.
+    pub fn send(&self, id: &SessionId, msgs: Vec<OutboundMessage>) -> bool {
+        let Some(mut slot) = self.slot(id) else {
+            return false;
+        };
+        let now = now_ms();
+        let mut actions = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            slot.session.send_app(m, now, &mut actions);
+        }
+        slot.run(&mut actions);
+        true
+    }
+
+    /// The session is logged on now.
+    pub fn is_logged_on(&self, id: &SessionId) -> bool {
+        self.slot(id).is_some_and(|s| s.session.is_logged_on())
+    }
+
+    /// Next MsgSeqNum we will send and the next one we expect.
+    pub fn sequence_numbers(&self, id: &SessionId) -> Option<(u64, u64)> {
+        self.slot(id).map(|s| {
+            (
+                s.session.store().next_sender(),
+                s.session.store().next_target(),
+            )
+        })
+    }
+
+    /// Starts the Logout handshake of a logged-on session.
+    pub fn logout(&self, id: &SessionId, text: &str) {
+        let Some(app) = self.app.get() else { return };
+        if let Some(mut slot) = self.slot(id) {
+            let mut actions = Vec::new();
+            slot.session
+                .start_logout(text, now_ms(), &**app, &mut actions);
+            slot.run(&mut actions);
+        }
+    }
+
+    /// Daily resets that are due at `now`: the session is logged out (if it
+    /// is on) and its sequence numbers go back to 1. A reset missed while
+    /// the process was down happens at the first tick after start.
+    pub fn tick(&self, now: i64) {
+        let Some(app) = self.app.get() else { return };
+        for slot in self.slots.values() {
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(at) = slot.session.config().reset_at_ms else {
+                continue;
+            };
+            let boundary = last_boundary(now, at);
+            let last = slot.session.store().reset_ms().unwrap_or(self.opened_ms);
+            if last >= boundary {
+                continue;
+            }
+            let mut actions = Vec::new();
+            slot.session
+                .start_logout("Daily session reset", now, &**app, &mut actions);
+            slot.run(&mut actions);
+            slot.session.reset_sequences(now);
+        }
+    }
+}
+
+/// The latest time at or before `now` whose UTC time of day is `at_ms`.
+pub fn last_boundary(now: i64, at_ms: i64) -> i64 {
+    const DAY: i64 = 86_400_000;
+    let b = now - now.rem_euclid(DAY) + at_ms.rem_euclid(DAY);
+    if b > now {
+        b - DAY
+    } else {
+        b
+    }
+}
+
 struct Shared {
     config: FixConfig,
+    sessions: Arc<Sessions>,
     app: Arc<dyn Application>,
-    active: Mutex<HashSet<SessionId>>,
     stop: AtomicBool,
 }
 
@@ -65,25 +229,44 @@ pub struct FixServer {
 }
 
 impl FixServer {
-    /// Start accepting on `listener`.
+    /// Start accepting on `listener`, with the sessions of `config`.
     pub fn start(
         listener: TcpListener,
         config: FixConfig,
         app: Arc<dyn Application>,
     ) -> io::Result<FixServer> {
+        let sessions = Sessions::open(&config)?;
+        Self::start_with(listener, config, sessions, app)
+    }
+
+    /// Start accepting on `listener` for sessions opened beforehand (so the
+    /// application could be given them).
+    pub fn start_with(
+        listener: TcpListener,
+        config: FixConfig,
+        sessions: Arc<Sessions>,
+        app: Arc<dyn Application>,
+    ) -> io::Result<FixServer> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
+        let _ = sessions.app.set(app.clone());
         let shared = Arc::new(Shared {
             config,
+            sessions,
             app,
-            active: Mutex::new(HashSet::new()),
             stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
         let accept = std::thread::Builder::new()
             .name("fix-accept".into())
             .spawn(move || {
+                let mut last_tick = Instant::now();
+                s.sessions.tick(now_ms());
                 while !s.stop.load(Ordering::Relaxed) {
+                    if last_tick.elapsed() >= Duration::from_millis(500) {
+                        last_tick = Instant::now();
+                        s.sessions.tick(now_ms());
+                    }
                     match listener.accept() {
                         Ok((stream, _)) => {
                             let s2 = Arc::clone(&s);
@@ -114,6 +297,11 @@ impl FixServer {
         self.addr
     }
 
+    /// The sessions this acceptor serves.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.shared.sessions
+    }
+
     /// Stop accepting and ask connections to close.
     pub fn stop(mut self) {
         self.shutdown();
@@ -133,17 +321,25 @@ impl Drop for FixServer {
     }
 }
 
-/// Releases the "logged on" claim of a session when the connection ends.
+/// The connection's claim on a session: released (and the application told
+/// of the disconnect) when the connection ends.
 struct Claim<'a> {
-    shared: &'a Shared,
-    id: SessionId,
+    slot: &'a Mutex<Slot>,
+    app: &'a dyn Application,
+}
+
+impl Claim<'_> {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        if let Ok(mut a) = self.shared.active.lock() {
-            a.remove(&self.id);
-        }
+        let mut slot = self.lock();
+        slot.session.on_disconnected(self.app);
+        slot.writer = None;
+        slot.claimed = false;
     }
 }
 
@@ -171,11 +367,12 @@ fn connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     let cfg = &shared.config;
     let app: &dyn Application = &*shared.app;
     stream.set_read_timeout(Some(cfg.poll_interval))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     stream.set_nodelay(true)?;
     let started = Instant::now();
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 65536];
-    let mut session: Option<(Session, Claim<'_>)> = None;
+    let mut claim: Option<Claim<'_>> = None;
     let mut actions = Vec::new();
     let result = 'conn: loop {
         if shared.stop.load(Ordering::Relaxed) {
@@ -199,44 +396,54 @@ fn connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
                 Frame::Incomplete => break,
                 Frame::Garbled { skip } => {
                     at += skip;
-                    match &mut session {
-                        None => break 'conn Ok(false),
-                        Some((s, _)) => s.on_garbled(app, &mut actions),
+                    let Some(c) = &claim else {
+                        break 'conn Ok(false);
+                    };
+                    let mut slot = c.lock();
+                    slot.session.on_garbled(app, &mut actions);
+                    slot.run(&mut actions);
+                    if slot.session.is_closed() {
+                        break 'conn Ok(true);
                     }
                 }
                 Frame::Message { len } => {
                     let frame = &buf[at..at + len];
                     at += len;
-                    if session.is_none() {
-                        let Some(new) = open_session(frame, shared)? else {
+                    if claim.is_none() {
+                        let Some(new) = open_session(frame, &stream, shared) else {
                             break 'conn Ok(false);
                         };
-                        session = Some(new);
+                        claim = Some(new);
                     }
-                    if let Some((s, _)) = &mut session {
-                        s.on_frame(frame, now_ms(), app, &mut actions);
+                    if let Some(c) = &claim {
+                        let mut slot = c.lock();
+                        slot.session.on_frame(frame, now_ms(), app, &mut actions);
+                        slot.run(&mut actions);
+                        if slot.session.is_closed() {
+                            break 'conn Ok(true);
+                        }
                     }
                 }
             }
-            if run(&mut stream, &mut actions)? {
-                break 'conn Ok(true);
-            }
         }
         buf.drain(..at);
-        match &mut session {
-            Some((s, _)) => s.on_timer(now_ms(), app, &mut actions),
+        match &claim {
+            Some(c) => {
+                let mut slot = c.lock();
+                slot.session.on_timer(now_ms(), app, &mut actions);
+                slot.run(&mut actions);
+                // Closed here, or by another thread (scheduled reset, a write
+                // that failed).
+                if slot.session.is_closed() || slot.writer.is_none() {
+                    break Ok(true);
+                }
+            }
             None if started.elapsed() > Duration::from_secs(30) => break Ok(false),
             None => {}
         }
-        if run(&mut stream, &mut actions)? {
-            break Ok(true);
-        }
     };
-    if let Some((s, _)) = &mut session {
-        s.on_disconnected(app);
-    }
     // Release the session before lingering, so the peer can log on again at once.
-    drop(session);
+    drop(claim);
     match result {
         Ok(true) => graceful_close(stream, cfg.logout_timeout),
         Ok(false) => {
@@ -247,50 +454,26 @@ fn connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     Ok(())
 }
 
-/// Execute actions; `Ok(true)` when the connection must close.
-fn run(stream: &mut TcpStream, actions: &mut Vec<Action>) -> io::Result<bool> {
-    let mut close = false;
-    for a in actions.drain(..) {
-        match a {
-            Action::Send(bytes) if !close => stream.write_all(&bytes)?,
-            Action::Send(_) => {}
-            Action::Disconnect => close = true,
-        }
-    }
-    Ok(close)
-}
-
-/// Identify the session of a first frame and claim it; `None` means close silently.
-fn open_session<'a>(frame: &[u8], shared: &'a Shared) -> io::Result<Option<(Session, Claim<'a>)>> {
-    let Ok(fields) = codec::parse(frame) else {
-        return Ok(None);
-    };
+/// Identify the session of a first frame and claim it; `None` means close silently
+/// (unknown CompIDs, or the session already has a connection).
+fn open_session<'a>(frame: &[u8], stream: &TcpStream, shared: &'a Shared) -> Option<Claim<'a>> {
+    let fields = codec::parse(frame).ok()?;
     let get = |t: u32| fields.iter().find(|f| f.tag == t).map(|f| f.value);
-    let Some(cfg) = shared.config.sessions.iter().find(|c| {
-        get(56) == Some(c.id.sender_comp_id.as_bytes())
-            && get(49) == Some(c.id.target_comp_id.as_bytes())
-    }) else {
-        return Ok(None);
-    };
-    {
-        let mut active = shared
-            .active
-            .lock()
-            .map_err(|_| io::Error::other("poisoned"))?;
-        if !active.insert(cfg.id.clone()) {
-            return Ok(None);
-        }
+    let (_, slot) = shared.sessions.slots.iter().find(|(id, _)| {
+        get(56) == Some(id.sender_comp_id.as_bytes())
+            && get(49) == Some(id.target_comp_id.as_bytes())
+    })?;
+    let writer = stream.try_clone().ok()?;
+    let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if guard.claimed {
+        return None;
     }
-    let claim = Claim {
-        shared,
-        id: cfg.id.clone(),
-    };
-    let store = match &shared.config.store_dir {
-        Some(dir) => Store::open(dir.join(format!(
-            "{}-{}.store",
-            cfg.id.sender_comp_id, cfg.id.target_comp_id
-        )))?,
-        None => Store::in_memory(),
-    };
-    Ok(Some((Session::new(cfg.clone(), store, now_ms()), claim)))
+    guard.claimed = true;
+    guard.writer = Some(writer);
+    guard.session.reopen(now_ms());
+    drop(guard);
+    Some(Claim {
+        slot,
+        app: &*shared.app,
+    })
 }

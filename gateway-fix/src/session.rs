@@ -37,6 +37,12 @@ pub struct SessionConfig {
     pub reset_on_logon: bool,
     /// Allowed SendingTime skew, ms (120 000).
     pub max_latency_ms: i64,
+    /// Credentials the Logon must carry in Username (553) and Password (554);
+    /// `None` accepts any Logon from the configured CompIDs.
+    pub credentials: Option<(String, String)>,
+    /// Daily session reset at this UTC time of day (ms after midnight): a
+    /// logged-on session is logged out and both sequence numbers go back to 1.
+    pub reset_at_ms: Option<i64>,
 }
 
 impl SessionConfig {
@@ -50,6 +56,8 @@ impl SessionConfig {
             },
             reset_on_logon: true,
             max_latency_ms: 120_000,
+            credentials: None,
+            reset_at_ms: None,
         }
     }
 }
@@ -143,6 +151,10 @@ impl Session {
         }
     }
 
+    /// Settings.
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
     /// Session identity.
     pub fn id(&self) -> &SessionId {
         &self.cfg.id
@@ -158,6 +170,58 @@ impl Session {
     /// The store (sequence numbers, sent messages).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// A new connection for this session: back to awaiting a Logon, with the
+    /// store (sequence numbers, sent messages) kept.
+    pub fn reopen(&mut self, now_ms: i64) {
+        self.state = State::AwaitLogon;
+        self.last_sent = now_ms;
+        self.last_recv = now_ms;
+        self.test_requests = 0;
+        self.queue.clear();
+        self.resend_pending = false;
+        self.store_failed = false;
+    }
+
+    /// Sends an application message outside of `on_app_message` (an
+    /// execution report for a fill, say). It takes the next MsgSeqNum and is
+    /// stored in every state, so a session that is not logged on gets it by
+    /// ResendRequest after its next Logon; it goes on the wire only while
+    /// logged on.
+    pub fn send_app(&mut self, msg: OutboundMessage, now_ms: i64, out: &mut Vec<Action>) {
+        let mut sent = Vec::with_capacity(1);
+        self.send(&msg.msg_type, msg.header, &msg.body, now_ms, &mut sent);
+        if self.state == State::Active {
+            out.append(&mut sent);
+        }
+    }
+
+    /// Starts the Logout handshake of a logged-on session (operator action,
+    /// scheduled reset).
+    pub fn start_logout(
+        &mut self,
+        text: &str,
+        now_ms: i64,
+        app: &dyn Application,
+        out: &mut Vec<Action>,
+    ) {
+        if self.state == State::Active {
+            self.logout(Some(text), now_ms, app, out);
+        }
+    }
+
+    /// Daily reset: both sequence numbers back to 1 and no stored messages.
+    pub fn reset_sequences(&mut self, now_ms: i64) {
+        let r = self.store.reset(now_ms);
+        self.io(r);
+        self.queue.clear();
+        self.resend_pending = false;
+    }
+
+    /// Flushes the store to disk.
+    pub fn sync_store(&mut self) -> std::io::Result<()> {
+        self.store.sync()
     }
 
     fn close(&mut self, app: &dyn Application, out: &mut Vec<Action>) {
@@ -364,6 +428,21 @@ impl Session {
                 self.close(app, out);
                 return;
             };
+            if let Some((user, password)) = &self.cfg.credentials {
+                if get(fields, 553) != Some(user.as_bytes())
+                    || get(fields, 554) != Some(password.as_bytes())
+                {
+                    // Answered with a Logout, not a Logon: nothing of the
+                    // session's state changes.
+                    let seq = self.store.next_sender();
+                    let body = [(58, b"Invalid username or password".to_vec())];
+                    let bytes = self.encode(b"5", seq, vec![], &body, now);
+                    out.push(Action::Send(bytes));
+                    self.state = State::Closed;
+                    out.push(Action::Disconnect);
+                    return;
+                }
+            }
             self.logon(fields, seq, hbi, now, app, out);
             return;
         }
@@ -520,7 +599,7 @@ impl Session {
     ) {
         let reset_requested = get(fields, 141) == Some(b"Y");
         if reset_requested || (self.cfg.reset_on_logon && self.state == State::AwaitLogon) {
-            let r = self.store.reset();
+            let r = self.store.reset(now);
             self.io(r);
             self.queue.clear();
             self.resend_pending = false;

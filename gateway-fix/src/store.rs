@@ -2,6 +2,7 @@
 //! application messages, kept in an append-only file and replayed on open.
 //!
 //! Record format (little endian): `S u64` next sender seq, `T u64` next target seq,
+//! `C u64` when the sequence numbers were last reset (ms since the Unix epoch),
 //! `M u64 seq, u32 len, bytes` a sent message. A truncated final record (crash
 //! mid-write) is ignored on replay. `reset` truncates the file.
 
@@ -17,6 +18,7 @@ pub struct Store {
     file: Option<File>,
     next_sender: u64,
     next_target: u64,
+    reset_ms: Option<i64>,
     messages: BTreeMap<u64, Vec<u8>>,
 }
 
@@ -28,6 +30,7 @@ impl Store {
             file: None,
             next_sender: 1,
             next_target: 1,
+            reset_ms: None,
             messages: BTreeMap::new(),
         }
     }
@@ -53,6 +56,13 @@ impl Store {
         let mut valid_len = 0usize;
         while at < data.len() {
             match data[at] {
+                b'C' => {
+                    let Some(v) = u64_at(&data, at + 1) else {
+                        break;
+                    };
+                    store.reset_ms = Some(v as i64);
+                    at += 9;
+                }
                 b'S' | b'T' => {
                     let Some(v) = u64_at(&data, at + 1) else {
                         break;
@@ -141,15 +151,26 @@ impl Store {
         self.messages.get(&seq).map(Vec::as_slice)
     }
 
-    /// Forget everything: both sequence numbers back to 1, no messages.
-    pub fn reset(&mut self) -> io::Result<()> {
+    /// Forget everything: both sequence numbers back to 1, no messages;
+    /// `now_ms` is recorded as the time of this reset.
+    pub fn reset(&mut self, now_ms: i64) -> io::Result<()> {
         self.next_sender = 1;
         self.next_target = 1;
         self.messages.clear();
+        self.reset_ms = Some(now_ms);
         if let Some(f) = &mut self.file {
             f.set_len(0)?;
         }
-        Ok(())
+        let mut r = [0u8; 9];
+        r[0] = b'C';
+        r[1..].copy_from_slice(&(now_ms as u64).to_le_bytes());
+        self.append(&r)
+    }
+
+    /// When the sequence numbers were last reset (`None`: never, or a store
+    /// written before this record existed).
+    pub fn reset_ms(&self) -> Option<i64> {
+        self.reset_ms
     }
 
     /// Flush to disk (fsync).
@@ -191,11 +212,12 @@ mod tests {
             let mut s = Store::open(&p).unwrap();
             assert_eq!((s.next_sender(), s.next_target()), (2, 7));
             assert_eq!(s.get(1), Some(&b"hello"[..]));
-            s.reset().unwrap();
+            s.reset(5).unwrap();
             s.set_next_sender(3).unwrap();
         }
         let s = Store::open(&p).unwrap();
         assert_eq!((s.next_sender(), s.next_target()), (3, 1));
+        assert_eq!(s.reset_ms(), Some(5));
         assert_eq!(s.get(1), None);
         let _ = std::fs::remove_file(&p);
     }
