@@ -79,11 +79,9 @@ impl Slot {
         let mut closing = false;
         for a in actions.drain(..) {
             match (&a, &mut self.writer) {
-                (Action::Send(bytes), Some(w)) if !closing => {
-                    if w.write_all(bytes).is_err() {
-                        let _ = w.shutdown(Shutdown::Both);
-                        self.writer = None;
-                    }
+                (Action::Send(bytes), Some(w)) if !closing && w.write_all(bytes).is_err() => {
+                    let _ = w.shutdown(Shutdown::Both);
+                    self.writer = None;
                 }
                 (Action::Disconnect, _) => closing = true,
                 _ => {}
