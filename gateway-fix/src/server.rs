@@ -78,8 +78,8 @@ impl Slot {
     fn run(&mut self, actions: &mut Vec<Action>) {
         let mut closing = false;
         for a in actions.drain(..) {
-            match (&a, &mut self.writer) {
-                (Action::Send(bytes), Some(w)) if !closing && w.write_all(bytes).is_err() => {
+            match (&a, &self.writer) {
+                (Action::Send(bytes), Some(w)) if !closing && (&*w).write_all(bytes).is_err() => {
                     let _ = w.shutdown(Shutdown::Both);
                     self.writer = None;
                 }
