@@ -1,6 +1,6 @@
 //! BrokerX engine behind [`BookUnderTest`].
 
-use crate::{BookUnderTest, Op};
+use crate::{BookUnderTest, Handle, Op};
 use brokerx_engine::{
     Command, Engine, EngineConfig, Event, Limits, OrderId, OrderType, RejectCode,
     SelfTradePrevention, SequencedCommand, Side, SymbolId, SymbolSpec, TimeInForce,
@@ -129,6 +129,15 @@ impl BrokerxEngine {
         &self.events
     }
 
+    /// A new order without a caller-id table entry (pre-resolved replay).
+    #[inline]
+    fn new_order_bare(&mut self, command: Command) {
+        self.send(command);
+        if !matches!(self.events.first(), Some(Event::OrderAccepted { .. })) {
+            self.note_reject();
+        }
+    }
+
     #[inline]
     fn new_order(&mut self, id: u64, command: Command) {
         self.send(command);
@@ -174,6 +183,78 @@ fn side(buy: bool) -> Side {
     }
 }
 
+/// The `NewOrder` command of an add or market op.
+#[inline]
+fn new_order(op: &Op) -> Command {
+    match *op {
+        Op::Add {
+            id,
+            account,
+            symbol,
+            buy,
+            price_ticks,
+            qty,
+            ioc,
+        } => Command::NewOrder {
+            account: AccountId(account + 1),
+            symbol: SymbolId(symbol),
+            side: side(buy),
+            order_type: OrderType::Limit,
+            tif: if ioc {
+                TimeInForce::Ioc
+            } else {
+                TimeInForce::Gtc
+            },
+            price: price_ticks,
+            qty,
+            self_trade: SelfTradePrevention::AccountDefault,
+            tag: id,
+        },
+        Op::Market {
+            id,
+            account,
+            symbol,
+            buy,
+            qty,
+        } => Command::NewOrder {
+            account: AccountId(account + 1),
+            symbol: SymbolId(symbol),
+            side: side(buy),
+            order_type: OrderType::Market,
+            tif: TimeInForce::Ioc,
+            price: 0,
+            qty,
+            self_trade: SelfTradePrevention::AccountDefault,
+            tag: id,
+        },
+        Op::Cancel { .. } | Op::Replace { .. } => unreachable!("not a new order"),
+    }
+}
+
+/// The `Cancel` or `Replace` command of a cancel or replace op.
+#[inline]
+fn amend(op: &Op, order_id: OrderId, account: AccountId) -> Command {
+    match *op {
+        Op::Cancel { id } => Command::Cancel {
+            account,
+            order_id,
+            tag: id,
+        },
+        Op::Replace {
+            id,
+            price_ticks,
+            qty,
+        } => Command::Replace {
+            account,
+            order_id,
+            price: price_ticks,
+            qty,
+            tag: id,
+        },
+        Op::Add { .. } | Op::Market { .. } => unreachable!("not an amend"),
+    }
+}
+
 impl BookUnderTest for BrokerxEngine {
     fn name(&self) -> &'static str {
         "brokerx"
@@ -182,74 +263,34 @@ impl BookUnderTest for BrokerxEngine {
     #[inline]
     fn apply(&mut self, op: &Op) {
         match *op {
-            Op::Add {
-                id,
-                account,
-                symbol,
-                buy,
-                price_ticks,
-                qty,
-                ioc,
-            } => self.new_order(
-                id,
-                Command::NewOrder {
-                    account: AccountId(account + 1),
-                    symbol: SymbolId(symbol),
-                    side: side(buy),
-                    order_type: OrderType::Limit,
-                    tif: if ioc {
-                        TimeInForce::Ioc
-                    } else {
-                        TimeInForce::Gtc
-                    },
-                    price: price_ticks,
-                    qty,
-                    self_trade: SelfTradePrevention::AccountDefault,
-                    tag: id,
-                },
-            ),
-            Op::Market {
-                id,
-                account,
-                symbol,
-                buy,
-                qty,
-            } => self.new_order(
-                id,
-                Command::NewOrder {
-                    account: AccountId(account + 1),
-                    symbol: SymbolId(symbol),
-                    side: side(buy),
-                    order_type: OrderType::Market,
-                    tif: TimeInForce::Ioc,
-                    price: 0,
-                    qty,
-                    self_trade: SelfTradePrevention::AccountDefault,
-                    tag: id,
-                },
-            ),
-            Op::Cancel { id } => {
+            Op::Add { id, .. } | Op::Market { id, .. } => self.new_order(id, new_order(op)),
+            Op::Cancel { id } | Op::Replace { id, .. } => {
                 let (order_id, account) = self.mapped(id);
-                self.send(Command::Cancel {
-                    account,
-                    order_id,
-                    tag: id,
-                });
+                self.send(amend(op, order_id, account));
                 self.note_reject();
             }
-            Op::Replace {
-                id,
-                price_ticks,
-                qty,
-            } => {
+        }
+    }
+
+    fn handle(&self, op: &Op) -> Handle {
+        match *op {
+            Op::Cancel { id } | Op::Replace { id, .. } => {
                 let (order_id, account) = self.mapped(id);
-                self.send(Command::Replace {
-                    account,
-                    order_id,
-                    price: price_ticks,
-                    qty,
-                    tag: id,
-                });
+                Handle {
+                    order: order_id.0,
+                    aux: account.0,
+                }
+            }
+            Op::Add { .. } | Op::Market { .. } => Handle::default(),
+        }
+    }
+
+    #[inline]
+    fn apply_handle(&mut self, op: &Op, handle: Handle) {
+        match *op {
+            Op::Add { .. } | Op::Market { .. } => self.new_order_bare(new_order(op)),
+            Op::Cancel { .. } | Op::Replace { .. } => {
+                self.send(amend(op, OrderId(handle.order), AccountId(handle.aux)));
                 self.note_reject();
             }
         }

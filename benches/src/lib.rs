@@ -8,6 +8,18 @@
 //!
 //! Streams are generated up front ([`Scenario::generate`]) so that
 //! generation is never timed. See [`workload`] for the mix.
+//!
+//! **Caller ids.** The workload names orders by caller id; each book
+//! assigns its own order ids. Translating one into the other is a
+//! gateway's job, not the engine's, so it can be taken out of the timed
+//! part for every book alike: [`resolve`] runs the stream once, untimed,
+//! through the book's caller-id table ([`BookUnderTest::apply`]) and
+//! records the [`Handle`] each op named (the engine's order id as the
+//! caller-id table gave it, plus what the adapter needs alongside).
+//! [`apply_all_resolved`] then replays the same ops on a fresh book with
+//! those handles, through [`BookUnderTest::apply_handle`], which touches no
+//! table. The books are deterministic, so the replay assigns the same ids
+//! and the handles are exactly what the table would have returned.
 
 pub mod brokerx;
 pub mod matchcore_book;
@@ -20,10 +32,34 @@ pub use matchcore_book::MatchcoreBook;
 pub use naive::NaiveBook;
 pub use workload::{MixStats, Op, OpKind, Workload, WorkloadConfig};
 
+/// What a cancel or replace named, translated to the book's own terms
+/// ahead of time (see [`resolve`]). Adds and market orders carry none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handle {
+    /// The book's order id (or its adapter's packed word).
+    pub order: u64,
+    /// Whatever else the adapter sends with it (BrokerX: the account).
+    pub aux: u32,
+}
+
 /// An order book driven by [`Op`]s.
 pub trait BookUnderTest {
     fn name(&self) -> &'static str;
+    /// Applies `op`, translating caller ids through the adapter's
+    /// caller-id table (and recording new ones in it).
     fn apply(&mut self, op: &Op);
+    /// The handle `apply` would send for `op` in the current state:
+    /// call it just before `apply(op)`.
+    fn handle(&self, op: &Op) -> Handle {
+        let _ = op;
+        Handle::default()
+    }
+    /// Applies `op` with a pre-resolved handle: no caller-id table is read
+    /// or written. Must leave the book exactly as `apply` would.
+    fn apply_handle(&mut self, op: &Op, handle: Handle) {
+        let _ = handle;
+        self.apply(op);
+    }
     /// Orders resting in the book, all symbols.
     fn resting(&self) -> usize;
     fn best_bid(&self, symbol: u32) -> Option<u64>;
@@ -101,26 +137,66 @@ impl Scenario {
         }
     }
 
-    /// An empty BrokerX engine sized for this scenario.
+    /// An empty BrokerX engine sized for this scenario, with a caller-id
+    /// table for every id of the streams.
     pub fn brokerx(&self) -> BrokerxEngine {
+        self.brokerx_with_ids(self.ids as usize)
+    }
+
+    /// The same with an empty caller-id table, for pre-resolved replays.
+    pub fn brokerx_bare(&self) -> BrokerxEngine {
+        self.brokerx_with_ids(0)
+    }
+
+    fn brokerx_with_ids(&self, ids: usize) -> BrokerxEngine {
         // The book stays within about 1% of its target depth; 1/16 headroom
         // keeps the slab from growing inside the timed part.
         let slots = (self.depth + self.depth / 16 + 4096).min(u32::MAX as usize / 2) as u32;
-        BrokerxEngine::new(
-            self.config.symbols,
-            self.config.accounts,
-            slots,
-            self.ids as usize,
-        )
+        BrokerxEngine::new(self.config.symbols, self.config.accounts, slots, ids)
     }
 
     pub fn matchcore(&self) -> MatchcoreBook {
         MatchcoreBook::new(self.config.symbols, self.ids as usize)
     }
 
+    /// The same with an empty caller-id table, for pre-resolved replays.
+    pub fn matchcore_bare(&self) -> MatchcoreBook {
+        MatchcoreBook::new(self.config.symbols, 0)
+    }
+
+    /// Handles for the prefill, warm-up and measured streams, in that
+    /// order, from one untimed pass of `book` (fresh) through them all.
+    pub fn resolve<B: BookUnderTest>(&self, mut book: B) -> Resolution {
+        let mut pass = |ops: &[Op]| -> Vec<Handle> {
+            ops.iter()
+                .map(|op| {
+                    let handle = book.handle(op);
+                    book.apply(op);
+                    handle
+                })
+                .collect()
+        };
+        let prefill = pass(&self.prefill);
+        let warmup = pass(&self.warmup);
+        let measured = pass(&self.measured);
+        Resolution {
+            prefill,
+            warmup,
+            measured,
+        }
+    }
+
     pub fn naive(&self) -> NaiveBook {
         NaiveBook::new(self.config.symbols)
     }
+}
+
+/// One book's handles for a [`Scenario`]'s three streams.
+#[derive(Clone, Debug, Default)]
+pub struct Resolution {
+    pub prefill: Vec<Handle>,
+    pub warmup: Vec<Handle>,
+    pub measured: Vec<Handle>,
 }
 
 /// A caller-id table of `n` entries set to `fill`, written once so that
@@ -138,6 +214,15 @@ pub(crate) fn id_table(n: usize, fill: u64) -> Vec<u64> {
 pub fn apply_all<B: BookUnderTest + ?Sized>(book: &mut B, ops: &[Op]) {
     for op in ops {
         book.apply(op);
+    }
+}
+
+/// Applies `ops` with their pre-resolved `handles` (same length).
+#[inline]
+pub fn apply_all_resolved<B: BookUnderTest + ?Sized>(book: &mut B, ops: &[Op], handles: &[Handle]) {
+    assert_eq!(ops.len(), handles.len());
+    for (op, &handle) in ops.iter().zip(handles) {
+        book.apply_handle(op, handle);
     }
 }
 
@@ -190,6 +275,48 @@ mod tests {
     #[test]
     fn books_agree_several_symbols() {
         check(4, 4_000, 20_000, 3);
+    }
+
+    #[test]
+    fn resolved_replay_matches_table() {
+        let sc = Scenario::generate(WorkloadConfig::default().with_seed(5), 3_000, 2_000, 20_000);
+        let model = (sc.final_resting, sc.final_touch.clone());
+        let replay = |mut book: Box<dyn BookUnderTest>, r: &Resolution| {
+            apply_all_resolved(&mut *book, &sc.prefill, &r.prefill);
+            apply_all_resolved(&mut *book, &sc.warmup, &r.warmup);
+            apply_all_resolved(&mut *book, &sc.measured, &r.measured);
+            (book.resting(), touch_dyn(&*book, 1))
+        };
+        let r = sc.resolve(sc.brokerx());
+        assert_eq!(replay(Box::new(sc.brokerx_bare()), &r), model, "brokerx");
+        let r = sc.resolve(sc.matchcore());
+        assert_eq!(
+            replay(Box::new(sc.matchcore_bare()), &r),
+            model,
+            "matchcore"
+        );
+        let r = sc.resolve(sc.naive());
+        assert_eq!(replay(Box::new(sc.naive()), &r), model, "naive");
+        // The BrokerX replay produces the very same engine state.
+        let mut table = sc.brokerx();
+        let mut bare = sc.brokerx_bare();
+        let r = sc.resolve(sc.brokerx());
+        for (ops, handles) in [
+            (&sc.prefill, &r.prefill),
+            (&sc.warmup, &r.warmup),
+            (&sc.measured, &r.measured),
+        ] {
+            apply_all(&mut table, ops);
+            apply_all_resolved(&mut bare, ops, handles);
+        }
+        assert_eq!(table.engine().state_hash(), bare.engine().state_hash());
+        assert_eq!(table.rejects(), bare.rejects());
+    }
+
+    fn touch_dyn(b: &dyn BookUnderTest, symbols: u32) -> Vec<(Option<u64>, Option<u64>)> {
+        (0..symbols)
+            .map(|s| (b.best_bid(s), b.best_ask(s)))
+            .collect()
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! would trade through becomes cancel + new order (the same priority
 //! outcome as an amend to a new price).
 
-use crate::{BookUnderTest, Op};
+use crate::{BookUnderTest, Handle, Op};
 use matchcore::{
     AmendCmd, AmendPatch, CancelCmd, Command, CommandKind, CommandMeta, CommandOutcome,
     CommandReport, LimitOrder, LimitOrderPatch, MarketOrder, NewOrder, OrderBook, OrderFlags,
@@ -219,15 +219,21 @@ impl MatchcoreBook {
         let Some(m) = self.get(id) else {
             return;
         };
+        let resting = self.replace_mapped(m, price, qty);
+        self.ids[id as usize] = resting.map_or(NONE, |m| m.pack());
+    }
+
+    /// Replaces the order `m`; returns where it rests afterwards, if it
+    /// does.
+    fn replace_mapped(&mut self, m: Mapped, price: u64, qty: u64) -> Option<Mapped> {
         let book = &mut self.symbols[m.symbol as usize];
         if book.trade_through(m.buy, price, qty).is_some() {
-            self.ids[id as usize] = NONE;
             if book.cancel(m.engine) {
                 if let Some(engine) = book.add_limit(m.buy, price, qty, false) {
-                    self.ids[id as usize] = Mapped { engine, ..m }.pack();
+                    return Some(Mapped { engine, ..m });
                 }
             }
-            return;
+            return None;
         }
         let patch = LimitOrderPatch::new()
             .with_price(Price(price))
@@ -239,9 +245,19 @@ impl MatchcoreBook {
             patch: AmendPatch::Limit(patch),
         }));
         let resting = matches!(out, CommandOutcome::Applied(_)) && executed(&out) < qty;
-        if !resting {
-            self.ids[id as usize] = NONE;
-        }
+        resting.then_some(m)
+    }
+
+    /// The packed word for a cancel of `id`: an id that never rested is
+    /// sent as an id matchcore never issues.
+    fn cancel_word(&self, id: u64) -> u64 {
+        self.get(id)
+            .unwrap_or(Mapped {
+                engine: NEVER_ISSUED,
+                symbol: 0,
+                buy: false,
+            })
+            .pack()
     }
 }
 
@@ -292,11 +308,7 @@ impl BookUnderTest for MatchcoreBook {
                 // which rejects ids that are no longer live: the table is
                 // not cleared, and an id that never rested is sent as an
                 // id matchcore never issues.
-                let m = self.get(id).unwrap_or(Mapped {
-                    engine: NEVER_ISSUED,
-                    symbol: 0,
-                    buy: false,
-                });
+                let m = Mapped::unpack(self.cancel_word(id)).expect("packed");
                 self.symbols[m.symbol as usize].cancel(m.engine);
             }
             Op::Replace {
@@ -304,6 +316,50 @@ impl BookUnderTest for MatchcoreBook {
                 price_ticks,
                 qty,
             } => self.replace(id, price_ticks, qty),
+        }
+    }
+
+    fn handle(&self, op: &Op) -> Handle {
+        let order = match *op {
+            Op::Cancel { id } => self.cancel_word(id),
+            Op::Replace { id, .. } => self.ids.get(id as usize).copied().unwrap_or(NONE),
+            Op::Add { .. } | Op::Market { .. } => NONE,
+        };
+        Handle { order, aux: 0 }
+    }
+
+    #[inline]
+    fn apply_handle(&mut self, op: &Op, handle: Handle) {
+        match *op {
+            Op::Add {
+                symbol,
+                buy,
+                price_ticks,
+                qty,
+                ioc,
+                ..
+            } => {
+                self.symbols[symbol as usize].add_limit(buy, price_ticks, qty, ioc);
+            }
+            Op::Market {
+                symbol, buy, qty, ..
+            } => {
+                let order = MarketOrder::new(Quantity(qty), side(buy), false);
+                self.symbols[symbol as usize].exec(CommandKind::Submit(SubmitCmd {
+                    order: NewOrder::Market(order),
+                }));
+            }
+            Op::Cancel { .. } => {
+                let m = Mapped::unpack(handle.order).expect("cancel handle");
+                self.symbols[m.symbol as usize].cancel(m.engine);
+            }
+            Op::Replace {
+                price_ticks, qty, ..
+            } => {
+                if let Some(m) = Mapped::unpack(handle.order) {
+                    self.replace_mapped(m, price_ticks, qty);
+                }
+            }
         }
     }
 

@@ -3,8 +3,16 @@
 //!
 //! ```text
 //! latency [--depth N] [--ops N] [--warmup N] [--seed S] [--symbols K]
-//!         [--books brokerx,matchcore,naive] [--csv] [--slowest N]
+//!         [--books brokerx,matchcore,naive] [--ids resolved|table]
+//!         [--rounds N] [--csv] [--slowest N]
 //! ```
+//!
+//! `--ids resolved` (the default) takes the caller-id translation (workload
+//! id -> each book's own order id) out of the timed part for every book:
+//! one untimed pass per book through its caller-id table records the
+//! handle each op named, and the timed passes replay the ops with those
+//! handles (see `brokerx_benches::resolve`). `--ids table` times the
+//! table lookups too, as a gateway would pay them.
 //!
 //! Per book, on a fresh book each time:
 //! 1. build and prefill to `--depth` resting orders, measuring the heap
@@ -16,12 +24,19 @@
 //!    same `--ops` ops as one block (no per-op timing) and count heap
 //!    allocations during it.
 //!
+//! The throughput pass is repeated `--rounds` times (default 3),
+//! interleaved over the books (round r starts with book r mod n), so that
+//! each round's ratio compares passes run close together on this shared,
+//! noisy machine. Reported: per-round ratios, their median and range, and
+//! each book's median throughput.
+//!
 //! `--slowest N` also lists the N slowest ops of each latency pass.
 //! The op streams are generated before any of this and are not timed.
 //! Release build: `cargo run --release -p brokerx-tools --bin latency -- ...`
 
 use brokerx_benches::{
-    apply_all, BookKind, BookUnderTest, BrokerxEngine, OpKind, Scenario, WorkloadConfig,
+    apply_all, apply_all_resolved, BookKind, BookUnderTest, BrokerxEngine, Handle, Op, OpKind,
+    Resolution, Scenario, WorkloadConfig,
 };
 use hdrhistogram::Histogram;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -108,10 +123,13 @@ struct Args {
     books: Vec<BookKind>,
     csv: bool,
     slowest: usize,
+    resolved: bool,
+    rounds: usize,
 }
 
 const USAGE: &str = "usage: latency [--depth N] [--ops N] [--warmup N] [--seed S] \
-[--symbols K] [--books brokerx,matchcore,naive] [--csv] [--slowest N]";
+[--symbols K] [--books brokerx,matchcore,naive] [--ids resolved|table] [--rounds N] [--csv] \
+[--slowest N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -123,6 +141,8 @@ fn parse_args() -> Result<Args, String> {
         books: BookKind::ALL.to_vec(),
         csv: false,
         slowest: 0,
+        resolved: true,
+        rounds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -140,14 +160,22 @@ fn parse_args() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "--csv" => args.csv = true,
+            "--ids" => {
+                args.resolved = match value()?.as_str() {
+                    "resolved" => true,
+                    "table" => false,
+                    other => return Err(format!("--ids resolved|table, not {other:?}")),
+                }
+            }
+            "--rounds" => args.rounds = number(&value()?)?,
             "--slowest" => args.slowest = number(&value()?)?,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown flag {other:?}\n{USAGE}")),
         }
     }
-    if args.symbols == 0 || args.ops == 0 || args.books.is_empty() {
+    if args.symbols == 0 || args.ops == 0 || args.books.is_empty() || args.rounds == 0 {
         return Err(format!(
-            "--symbols, --ops and --books must be non-empty\n{USAGE}"
+            "--symbols, --ops, --rounds and --books must be non-empty\n{USAGE}"
         ));
     }
     Ok(args)
@@ -171,7 +199,10 @@ fn number<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
 
 struct Outcome {
     name: &'static str,
+    /// Median over the throughput rounds.
     ops_per_sec: f64,
+    /// Throughput of each round, in round order.
+    rounds: Vec<f64>,
     hist: Histogram<u64>,
     /// Latency per op kind, indexed by `OpKind as usize`.
     by_kind: Vec<Histogram<u64>>,
@@ -199,23 +230,40 @@ fn final_state_agrees<B: BookUnderTest>(book: &B, sc: &Scenario) -> bool {
             .all(|s| (book.best_bid(s), book.best_ask(s)) == sc.final_touch[s as usize])
 }
 
-fn prepared<B: BookUnderTest>(make: &impl Fn() -> B, sc: &Scenario) -> B {
-    let mut book = make();
-    apply_all(&mut book, &sc.prefill);
-    apply_all(&mut book, &sc.warmup);
-    book
+/// Applies `ops` through the caller-id table, or with their handles.
+fn feed<B: BookUnderTest>(book: &mut B, ops: &[Op], handles: Option<&[Handle]>) {
+    match handles {
+        Some(handles) => apply_all_resolved(book, ops, handles),
+        None => apply_all(book, ops),
+    }
 }
 
-fn run<B: BookUnderTest>(
-    sc: &Scenario,
+/// One throughput pass.
+struct Sample {
+    ops_per_sec: f64,
+    allocs: u64,
+    bytes: i64,
+    faults: u64,
+    agrees: bool,
+    note: String,
+}
+
+/// A book's latency pass (and memory), and a closure for its throughput
+/// passes.
+type Throughput<'a> = Box<dyn FnMut() -> Sample + 'a>;
+
+fn run<'a, B: BookUnderTest + 'a>(
+    sc: &'a Scenario,
     keep_slowest: usize,
-    make: impl Fn() -> B,
-    inspect: impl Fn(&B) -> (Option<usize>, String),
-) -> Outcome {
+    resolution: Option<Resolution>,
+    make: impl Fn() -> B + 'a,
+    inspect: impl Fn(&B) -> (Option<usize>, String) + 'a,
+) -> (Outcome, Throughput<'a>) {
+    let handles = |pick: fn(&Resolution) -> &[Handle]| resolution.as_ref().map(pick);
     // Memory: heap growth from before construction to the prefilled book.
     let before = live_bytes();
     let mut book = make();
-    apply_all(&mut book, &sc.prefill);
+    feed(&mut book, &sc.prefill, handles(|r| &r.prefill));
     let total_bytes = live_bytes() - before;
     let book_bytes = total_bytes - book.harness_bytes() as i64;
     let resting_after_prefill = book.resting();
@@ -223,7 +271,7 @@ fn run<B: BookUnderTest>(
     let name = book.name();
 
     // Latency pass.
-    apply_all(&mut book, &sc.warmup);
+    feed(&mut book, &sc.warmup, handles(|r| &r.warmup));
     let new_hist = || {
         let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).expect("bounds");
         // Touch every bucket up to 10 s once, so that recording never
@@ -241,10 +289,14 @@ fn run<B: BookUnderTest>(
     let f0 = page_faults();
     // Min-heap of the slowest ops, allocated before the pass.
     let mut slowest = BinaryHeap::with_capacity(keep_slowest + 1);
+    let measured_handles = handles(|r| &r.measured);
     let a0 = allocs();
     for (i, (op, &kind)) in sc.measured.iter().zip(&sc.measured_kinds).enumerate() {
         let start = Instant::now();
-        book.apply(op);
+        match measured_handles {
+            Some(h) => book.apply_handle(op, h[i]),
+            None => book.apply(op),
+        }
         let ns = (start.elapsed().as_nanos() as u64).max(1);
         hist.saturating_record(ns);
         by_kind[kind as usize].saturating_record(ns);
@@ -257,23 +309,13 @@ fn run<B: BookUnderTest>(
     }
     let latency_pass_allocs = allocs() - a0;
     let latency_faults = page_faults() - f0;
-    let agrees_latency = final_state_agrees(&book, sc);
+    let agrees = final_state_agrees(&book, sc);
     drop(book);
 
-    // Throughput pass on a fresh book.
-    let mut book = prepared(&make, sc);
-    let f0 = page_faults();
-    let (a0, b0) = (allocs(), live_bytes());
-    let start = Instant::now();
-    apply_all(&mut book, &sc.measured);
-    let elapsed = start.elapsed();
-    let (allocs_timed, bytes_timed) = (allocs() - a0, live_bytes() - b0);
-    let faults = (latency_faults, page_faults() - f0);
-    let agrees = agrees_latency && final_state_agrees(&book, sc);
-    let (_, note) = inspect(&book);
-    Outcome {
+    let outcome = Outcome {
         name,
-        ops_per_sec: sc.measured.len() as f64 / elapsed.as_secs_f64(),
+        ops_per_sec: 0.0,
+        rounds: Vec::new(),
         hist,
         by_kind,
         slowest: {
@@ -285,12 +327,53 @@ fn run<B: BookUnderTest>(
         book_bytes,
         total_bytes,
         reserved_bytes,
-        allocs_timed,
-        bytes_timed,
+        allocs_timed: 0,
+        bytes_timed: 0,
         latency_pass_allocs,
-        faults,
+        faults: (latency_faults, 0),
         agrees,
-        note,
+        note: String::new(),
+    };
+
+    // Throughput passes, each on a fresh book.
+    let throughput = move || {
+        let handles = |pick: fn(&Resolution) -> &[Handle]| resolution.as_ref().map(pick);
+        let mut book = make();
+        feed(&mut book, &sc.prefill, handles(|r| &r.prefill));
+        feed(&mut book, &sc.warmup, handles(|r| &r.warmup));
+        let measured = handles(|r| &r.measured);
+        let f0 = page_faults();
+        let (a0, b0) = (allocs(), live_bytes());
+        let start = Instant::now();
+        feed(&mut book, &sc.measured, measured);
+        let elapsed = start.elapsed();
+        let (allocs, bytes) = (allocs() - a0, live_bytes() - b0);
+        let faults = page_faults() - f0;
+        let (_, note) = inspect(&book);
+        Sample {
+            ops_per_sec: sc.measured.len() as f64 / elapsed.as_secs_f64(),
+            allocs,
+            bytes,
+            faults,
+            agrees: final_state_agrees(&book, sc),
+            note,
+        }
+    };
+    (outcome, Box::new(throughput))
+}
+
+fn no_inspect<B>(_: &B) -> (Option<usize>, String) {
+    (None, String::new())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
@@ -364,27 +447,76 @@ fn main() -> ExitCode {
         timer_overhead()
     );
 
+    println!(
+        "caller ids: {}\n",
+        if args.resolved {
+            "resolved ahead of time for every book (no caller-id table in the timed part)"
+        } else {
+            "translated through each adapter's caller-id table inside the timed part"
+        }
+    );
     let mut results = Vec::new();
+    let mut passes: Vec<Throughput<'_>> = Vec::new();
+    let sc = &sc;
     for kind in &args.books {
         let t = Instant::now();
-        let outcome = match kind {
-            BookKind::Brokerx => run(&sc, args.slowest, || sc.brokerx(), brokerx_inspect),
-            BookKind::Matchcore => run(
-                &sc,
-                args.slowest,
-                || sc.matchcore(),
-                |_| (None, String::new()),
-            ),
-            BookKind::Naive => run(&sc, args.slowest, || sc.naive(), |_| (None, String::new())),
+        let resolved = args.resolved;
+        let (outcome, pass) = match kind {
+            BookKind::Brokerx => {
+                let resolution = resolved.then(|| sc.resolve(sc.brokerx()));
+                let make = move || {
+                    if resolved {
+                        sc.brokerx_bare()
+                    } else {
+                        sc.brokerx()
+                    }
+                };
+                run(sc, args.slowest, resolution, make, brokerx_inspect)
+            }
+            BookKind::Matchcore => {
+                let resolution = resolved.then(|| sc.resolve(sc.matchcore()));
+                let make = move || {
+                    if resolved {
+                        sc.matchcore_bare()
+                    } else {
+                        sc.matchcore()
+                    }
+                };
+                run(sc, args.slowest, resolution, make, no_inspect)
+            }
+            BookKind::Naive => {
+                let resolution = resolved.then(|| sc.resolve(sc.naive()));
+                run(sc, args.slowest, resolution, || sc.naive(), no_inspect)
+            }
         };
         eprintln!(
-            "{}: done in {:.1}s",
+            "{}: latency pass done in {:.1}s",
             outcome.name,
             t.elapsed().as_secs_f64()
         );
         results.push(outcome);
+        passes.push(pass);
     }
-    report(&results, &sc, args.csv);
+    let n = results.len();
+    for round in 0..args.rounds {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let sample = passes[i]();
+            let r = &mut results[i];
+            r.rounds.push(sample.ops_per_sec);
+            r.agrees &= sample.agrees;
+            r.allocs_timed = r.allocs_timed.max(sample.allocs);
+            r.bytes_timed = r.bytes_timed.max(sample.bytes);
+            r.faults.1 = r.faults.1.max(sample.faults);
+            r.note = sample.note;
+        }
+        eprintln!("throughput round {} of {} done", round + 1, args.rounds);
+    }
+    drop(passes);
+    for r in &mut results {
+        r.ops_per_sec = median(&r.rounds);
+    }
+    report(&results, sc, args.csv);
     if results.iter().all(|r| r.agrees) {
         ExitCode::SUCCESS
     } else {
@@ -410,18 +542,51 @@ const QUANTILES: [(f64, &str); 5] = [
 
 fn report(results: &[Outcome], sc: &Scenario, csv: bool) {
     let n = sc.measured.len() as f64;
-    let brokerx = results
-        .iter()
-        .find(|r| r.name == "brokerx")
-        .map(|r| r.ops_per_sec);
-    print!("| book | throughput (ops/s) | BrokerX / book |");
+    let brokerx = results.iter().find(|r| r.name == "brokerx");
+    // BrokerX ÷ book per round, then their median and range.
+    let ratios = |r: &Outcome| -> Option<Vec<f64>> {
+        brokerx.map(|b| b.rounds.iter().zip(&r.rounds).map(|(x, y)| x / y).collect())
+    };
+    println!("Throughput per round (ops/s; rounds interleaved over the books):\n");
+    print!("| book |");
+    let rounds = results.first().map_or(0, |r| r.rounds.len());
+    for i in 0..rounds {
+        print!(" round {} |", i + 1);
+    }
+    println!(" median | BrokerX / book per round | median ratio | range |");
+    println!("|---|{}---:|---|---:|---|", "---:|".repeat(rounds));
+    for r in results {
+        print!("| {} |", r.name);
+        for x in &r.rounds {
+            print!(" {} |", ops_fmt(*x));
+        }
+        let (per_round, med, range) = match ratios(r) {
+            Some(v) => {
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(0.0, f64::max);
+                let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+                (
+                    list.join(", "),
+                    format!("{:.2}x", median(&v)),
+                    format!("{lo:.2}-{hi:.2}"),
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            " {} | {per_round} | {med} | {range} |",
+            ops_fmt(r.ops_per_sec)
+        );
+    }
+    println!();
+    print!("| book | median throughput (ops/s) | BrokerX / book (median of rounds) |");
     for (_, q) in QUANTILES {
         print!(" {q} (ns) |");
     }
     println!(" max (ns) | heap B/resting order | allocs/op | same end state |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in results {
-        let ratio = brokerx.map_or("-".to_string(), |b| format!("{:.2}x", b / r.ops_per_sec));
+        let ratio = ratios(r).map_or("-".to_string(), |v| format!("{:.2}x", median(&v)));
         print!("| {} | {} | {} |", r.name, ops_fmt(r.ops_per_sec), ratio);
         for (q, _) in QUANTILES {
             print!(" {} |", r.hist.value_at_quantile(q));
