@@ -5,11 +5,15 @@ pub mod at;
 pub mod codec;
 pub mod config;
 pub mod dictionary;
+pub mod engine_app;
+pub mod orders;
 pub mod server;
 pub mod session;
 pub mod store;
 
 pub use at::AtEcho;
+pub use engine_app::{EngineApp, EngineAppConfig, EngineSession};
+pub use orders::SymbolInfo;
 pub use server::{FixConfig, FixServer, Sessions};
 pub use session::{
     Action, Application, InboundMessage, OutboundMessage, Session, SessionConfig, SessionId,

@@ -1,0 +1,741 @@
+//! The application that connects FIX sessions to the BrokerX engine.
+//!
+//! Threads (std, no async runtime):
+//! - the session layer's connection threads call [`Application::on_app_message`]:
+//!   D/F/G/H/q go through the session's [`OrderBook`] (checks, then one
+//!   engine command), V and x are answered from the market data and the
+//!   symbol list;
+//! - per configured session, one *event* thread owns that session's engine
+//!   subscription (its account) for the gateway's whole life, so fills that
+//!   happen while the counterparty is logged out are still turned into
+//!   execution reports, stored under their MsgSeqNums and resent after the
+//!   next Logon;
+//! - one *market data* thread follows every engine event (after replaying
+//!   the journal's history), keeps L1/L2 books and sends each subscriber
+//!   its W or X messages after every batch.
+//!
+//! Lock order: a connection thread holds its session slot, then takes the
+//! order book or the market data lock. Event and market data threads take
+//! their lock, build the messages, release it, and only then send (which
+//! takes the slot): no cycle.
+
+use crate::orders::{format_price, OrderBook, Step, SymbolInfo};
+use crate::server::{now_ms, Sessions};
+use crate::session::{Application, InboundMessage, OutboundMessage, SessionId};
+use brokerx_engine::pipeline::{replay_journal, Output, Pipeline, SessionHandle, Submitter};
+use brokerx_engine::state::StableHasher;
+use brokerx_engine::{AccountId, Command, Engine, EngineConfig, Event, Side, SymbolId};
+use brokerx_marketdata::{Level, MarketData};
+use crossbeam_channel::RecvTimeoutError;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A FIX session's binding to the engine.
+#[derive(Clone, Debug)]
+pub struct EngineSession {
+    pub id: SessionId,
+    pub account: AccountId,
+    /// Cancel the account's resting orders when this session disconnects.
+    pub cancel_on_disconnect: bool,
+}
+
+/// Settings of the engine application.
+#[derive(Clone, Debug)]
+pub struct EngineAppConfig {
+    pub sessions: Vec<EngineSession>,
+    pub symbols: Vec<SymbolInfo>,
+    /// Per-session order journals (`<sender>-<target>.orders`) live here.
+    pub dir: PathBuf,
+    /// The engine's data directory and config, to replay market data history.
+    pub data_dir: PathBuf,
+    pub engine_config: EngineConfig,
+}
+
+/// Counters for tests and metrics.
+#[derive(Debug, Default)]
+pub struct EngineAppStats {
+    pub commands: AtomicU64,
+    pub busy: AtomicU64,
+    pub reports: AtomicU64,
+    pub md_messages: AtomicU64,
+    pub business_rejects: AtomicU64,
+}
+
+struct PerSession {
+    spec: EngineSession,
+    submitter: Submitter,
+    book: Mutex<OrderBook>,
+    journal: Mutex<File>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PerSession {
+    fn write_journal(&self, lines: &[String]) {
+        if lines.is_empty() {
+            return;
+        }
+        let mut text = String::new();
+        for l in lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+        if let Err(e) = lock(&self.journal).write_all(text.as_bytes()) {
+            eprintln!(
+                "brokerx-gateway-fix: order journal of {:?}: {e}",
+                self.spec.id
+            );
+        }
+    }
+}
+
+/// One market data subscription (a V with SubscriptionRequestType 1).
+struct Subscription {
+    session: SessionId,
+    req_id: Vec<u8>,
+    symbol: SymbolId,
+    depth: usize,
+    /// MDUpdateType 1 (X deltas) or 0 (a new W each time).
+    incremental: bool,
+    bids: bool,
+    offers: bool,
+    trades: bool,
+    /// What the subscriber was last sent.
+    view: (Vec<Level>, Vec<Level>),
+}
+
+struct MdState {
+    book: MarketData,
+    subs: Vec<Subscription>,
+    ready: bool,
+}
+
+/// The engine application. Create with [`EngineApp::start`].
+pub struct EngineApp {
+    sessions: Arc<Sessions>,
+    per: BTreeMap<SessionId, Arc<PerSession>>,
+    symbols: Vec<SymbolInfo>,
+    md: Arc<Mutex<MdState>>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    pipeline: Arc<Pipeline>,
+    pub stats: Arc<EngineAppStats>,
+}
+
+impl EngineApp {
+    /// Opens the order journals, subscribes every session to its account
+    /// and starts the event and market data threads. Start it before any
+    /// other producer submits, so the market data history is exact.
+    pub fn start(
+        pipeline: Arc<Pipeline>,
+        sessions: Arc<Sessions>,
+        config: EngineAppConfig,
+    ) -> std::io::Result<Arc<EngineApp>> {
+        std::fs::create_dir_all(&config.dir)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(EngineAppStats::default());
+        let mut per = BTreeMap::new();
+        let mut threads = Vec::new();
+        for spec in &config.sessions {
+            if !sessions.ids().any(|id| id == &spec.id) {
+                return Err(std::io::Error::other(format!(
+                    "FIX session {:?} has no session-layer config",
+                    spec.id
+                )));
+            }
+            let path = config.dir.join(format!(
+                "{}-{}.orders",
+                spec.id.sender_comp_id, spec.id.target_comp_id
+            ));
+            let mut book = OrderBook::new(spec.account, config.symbols.clone());
+            if path.exists() {
+                for line in BufReader::new(File::open(&path)?).lines() {
+                    match line {
+                        Ok(line) => book.replay(&line),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let journal = OpenOptions::new().create(true).append(true).open(&path)?;
+            let (submitter, handle) = pipeline.connect(&[spec.account], false);
+            let session = Arc::new(PerSession {
+                spec: spec.clone(),
+                submitter,
+                book: Mutex::new(book),
+                journal: Mutex::new(journal),
+            });
+            per.insert(spec.id.clone(), session.clone());
+            let (sessions, stop, stats) = (sessions.clone(), stop.clone(), stats.clone());
+            let pipeline2 = pipeline.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("fix-events".into())
+                    .spawn(move || {
+                        event_loop(&session, &handle, &sessions, &stop, &stats);
+                        pipeline2.disconnect(handle.id);
+                    })?,
+            );
+        }
+        let md = Arc::new(Mutex::new(MdState {
+            book: MarketData::new(),
+            subs: Vec::new(),
+            ready: false,
+        }));
+        let (_, handle) = pipeline.connect(&[], true);
+        {
+            let (md, sessions, stop, stats) =
+                (md.clone(), sessions.clone(), stop.clone(), stats.clone());
+            let pipeline2 = pipeline.clone();
+            let symbols = config.symbols.clone();
+            let until = pipeline.recovered.last_seq;
+            let (data_dir, engine_config) = (config.data_dir.clone(), config.engine_config);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("fix-md".into())
+                    .spawn(move || {
+                        let history = history(&data_dir, engine_config, until);
+                        match history {
+                            Ok(book) => {
+                                {
+                                    let mut state = lock(&md);
+                                    state.book = book;
+                                    state.ready = true;
+                                }
+                                md_loop(&md, &handle, until, &symbols, &sessions, &stop, &stats);
+                            }
+                            Err(e) => eprintln!("brokerx-gateway-fix: market data history: {e}"),
+                        }
+                        pipeline2.disconnect(handle.id);
+                    })?,
+            );
+        }
+        Ok(Arc::new(EngineApp {
+            sessions,
+            per,
+            symbols: config.symbols,
+            md,
+            stop,
+            threads: Mutex::new(threads),
+            pipeline,
+            stats,
+        }))
+    }
+
+    /// The session table this application sends through.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
+    /// Stops the event and market data threads.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in lock(&self.threads).drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    fn symbol(&self, name: &[u8]) -> Option<&SymbolInfo> {
+        self.symbols.iter().find(|s| s.name.as_bytes() == name)
+    }
+
+    fn orders(&self, session: &PerSession, m: &InboundMessage<'_>) -> Vec<OutboundMessage> {
+        let now = now_ms();
+        let mut book = lock(&session.book);
+        let Step {
+            mut replies,
+            command,
+            journal,
+        } = book.on_message(m, now);
+        session.write_journal(&journal);
+        if let Some(command) = command {
+            if session.submitter.submit(command).is_ok() {
+                self.stats.commands.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                replies.extend(book.busy(&command, now));
+            }
+        }
+        replies
+    }
+
+    fn business_reject(&self, m: &InboundMessage<'_>, reason: &[u8], why: &str) -> OutboundMessage {
+        self.stats.business_rejects.fetch_add(1, Ordering::Relaxed);
+        let mut body = vec![
+            (45, m.seq.to_string().into_bytes()),
+            (372, m.msg_type.to_vec()),
+        ];
+        for id_tag in [11u32, 262, 320] {
+            if let Some(v) = m.get(id_tag) {
+                body.push((379, v.to_vec()));
+                break;
+            }
+        }
+        body.push((380, reason.to_vec()));
+        body.push((58, why.as_bytes().to_vec()));
+        OutboundMessage {
+            msg_type: b"j".to_vec(),
+            header: vec![],
+            body,
+        }
+    }
+
+    fn security_list(&self, m: &InboundMessage<'_>) -> Vec<OutboundMessage> {
+        let req = m.get(320).unwrap_or_default().to_vec();
+        let wanted = m.get(55);
+        let list: Vec<&SymbolInfo> = self
+            .symbols
+            .iter()
+            .filter(|s| wanted.is_none_or(|w| w == s.name.as_bytes()))
+            .collect();
+        let mut body = vec![
+            (320, req.clone()),
+            (322, req),
+            (
+                560,
+                if list.is_empty() {
+                    b"2".to_vec()
+                } else {
+                    b"0".to_vec()
+                },
+            ),
+            (146, list.len().to_string().into_bytes()),
+        ];
+        for s in list {
+            body.push((55, s.name.as_bytes().to_vec()));
+            body.push((15, b"USD".to_vec()));
+        }
+        vec![OutboundMessage {
+            msg_type: b"y".to_vec(),
+            header: vec![],
+            body,
+        }]
+    }
+
+    fn market_data_request(&self, id: &SessionId, m: &InboundMessage<'_>) -> Vec<OutboundMessage> {
+        let req_id = m.get(262).unwrap_or_default().to_vec();
+        let reject = |reason: &[u8], why: &str| {
+            vec![OutboundMessage {
+                msg_type: b"Y".to_vec(),
+                header: vec![],
+                body: vec![
+                    (262, req_id.clone()),
+                    (281, reason.to_vec()),
+                    (58, why.as_bytes().to_vec()),
+                ],
+            }]
+        };
+        let kind = m.get(263).unwrap_or_default();
+        let mut state = lock(&self.md);
+        if kind == b"2" {
+            let before = state.subs.len();
+            state
+                .subs
+                .retain(|s| !(s.session == *id && s.req_id == req_id));
+            if state.subs.len() == before {
+                return reject(b"0", "no subscription with this MDReqID");
+            }
+            return vec![];
+        }
+        if kind != b"0" && kind != b"1" {
+            return reject(b"4", "SubscriptionRequestType must be 0, 1 or 2");
+        }
+        if kind == b"1"
+            && state
+                .subs
+                .iter()
+                .any(|s| s.session == *id && s.req_id == req_id)
+        {
+            return reject(b"1", "duplicate MDReqID");
+        }
+        if !state.ready {
+            return reject(b"0", "market data is still loading; retry");
+        }
+        let depth = match m
+            .get(264)
+            .and_then(|d| std::str::from_utf8(d).ok()?.parse::<usize>().ok())
+        {
+            Some(0) => usize::MAX,
+            Some(d) => d,
+            None => return reject(b"5", "bad MarketDepth"),
+        };
+        let incremental = match m.get(265) {
+            None | Some(b"1") => true,
+            Some(b"0") => false,
+            Some(_) => return reject(b"6", "MDUpdateType must be 0 or 1"),
+        };
+        let types: Vec<&[u8]> = m
+            .fields
+            .iter()
+            .filter(|f| f.tag == 269)
+            .map(|f| f.value)
+            .collect();
+        if types.is_empty() || types.iter().any(|t| !matches!(*t, b"0" | b"1" | b"2")) {
+            return reject(b"8", "MDEntryType must be 0 (bid), 1 (offer) or 2 (trade)");
+        }
+        let names: Vec<&[u8]> = m
+            .fields
+            .iter()
+            .filter(|f| f.tag == 55)
+            .map(|f| f.value)
+            .collect();
+        if names.is_empty() {
+            return reject(b"0", "no Symbol in NoRelatedSym");
+        }
+        let mut symbols = Vec::new();
+        for name in &names {
+            match self.symbol(name) {
+                Some(s) => symbols.push(s.id),
+                None => {
+                    return reject(
+                        b"0",
+                        &format!("unknown symbol {}", String::from_utf8_lossy(name)),
+                    )
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for symbol in symbols {
+            let mut sub = Subscription {
+                session: id.clone(),
+                req_id: req_id.clone(),
+                symbol,
+                depth,
+                incremental,
+                bids: types.contains(&&b"0"[..]),
+                offers: types.contains(&&b"1"[..]),
+                trades: types.contains(&&b"2"[..]),
+                view: (Vec::new(), Vec::new()),
+            };
+            let l2 = state.book.l2(symbol, depth);
+            sub.view = (l2.bids, l2.asks);
+            out.push(snapshot(&sub, &state.book, &self.symbols));
+            if kind == b"1" {
+                state.subs.push(sub);
+            }
+        }
+        self.stats
+            .md_messages
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        out
+    }
+}
+
+impl Application for EngineApp {
+    fn on_logout(&self, id: &SessionId) {
+        lock(&self.md).subs.retain(|s| s.session != *id);
+        let Some(session) = self.per.get(id) else {
+            return;
+        };
+        if session.spec.cancel_on_disconnect && !self.pipeline.has_stopped() {
+            let command = Command::MassCancelAccount {
+                account: session.spec.account,
+                symbol: None,
+                tag: 0,
+            };
+            // The cancels come back as execution reports, stored for the
+            // next Logon. A full ring is retried briefly.
+            for _ in 0..100 {
+                if session.submitter.submit(command).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn on_app_message(&self, id: &SessionId, m: &InboundMessage<'_>) -> Vec<OutboundMessage> {
+        match m.msg_type {
+            b"D" | b"F" | b"G" | b"H" | b"q" => match self.per.get(id) {
+                Some(session) => self.orders(session, m),
+                None => vec![self.business_reject(m, b"4", "session has no trading account")],
+            },
+            b"V" => self.market_data_request(id, m),
+            b"x" => self.security_list(m),
+            _ => vec![self.business_reject(m, b"3", "unsupported message type")],
+        }
+    }
+}
+
+/// The market data book as of `until`, from the journal.
+fn history(
+    data_dir: &std::path::Path,
+    engine_config: EngineConfig,
+    until: u64,
+) -> Result<MarketData, String> {
+    let mut book = MarketData::new();
+    if until == 0 {
+        return Ok(book);
+    }
+    let mut engine = Engine::new(engine_config);
+    let mut hasher = StableHasher::default();
+    let mut count = 0;
+    replay_journal(
+        data_dir,
+        &mut engine,
+        &mut hasher,
+        &mut count,
+        Some(until),
+        |_, events| book.apply_all(events),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(book)
+}
+
+fn event_loop(
+    session: &PerSession,
+    handle: &SessionHandle,
+    sessions: &Sessions,
+    stop: &AtomicBool,
+    stats: &EngineAppStats,
+) {
+    let mut seq = 0;
+    let mut exec_n = 0u32;
+    let mut batch: Vec<Output> = Vec::with_capacity(256);
+    while !stop.load(Ordering::Relaxed) {
+        match handle.receiver.recv_timeout(Duration::from_millis(100)) {
+            Ok(first) => batch.push(first),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => {
+                if let Some(reason) = handle.cut_reason() {
+                    eprintln!(
+                        "brokerx-gateway-fix: {:?} cut off by the engine: {reason}",
+                        session.spec.id
+                    );
+                }
+                return;
+            }
+        }
+        while batch.len() < 4096 {
+            match handle.receiver.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        let mut replies = Vec::new();
+        let mut journal = Vec::new();
+        {
+            let mut book = lock(&session.book);
+            for out in batch.drain(..) {
+                if out.seq != seq {
+                    seq = out.seq;
+                    exec_n = 0;
+                }
+                let step = book.on_output(&out, &mut exec_n);
+                replies.extend(step.replies);
+                journal.extend(step.journal);
+            }
+        }
+        session.write_journal(&journal);
+        if !replies.is_empty() {
+            stats
+                .reports
+                .fetch_add(replies.len() as u64, Ordering::Relaxed);
+            sessions.send(&session.spec.id, replies);
+        }
+    }
+}
+
+fn name_of(symbols: &[SymbolInfo], id: SymbolId) -> Vec<u8> {
+    symbols
+        .iter()
+        .find(|s| s.id == id)
+        .map(|s| s.name.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+fn level_entry(entry_type: &[u8], level: &Level) -> [(u32, Vec<u8>); 4] {
+    [
+        (269, entry_type.to_vec()),
+        (270, format_price(level.price).into_bytes()),
+        (271, level.qty.to_string().into_bytes()),
+        (346, level.orders.to_string().into_bytes()),
+    ]
+}
+
+/// MarketDataSnapshotFullRefresh (W) of one subscription.
+fn snapshot(sub: &Subscription, book: &MarketData, symbols: &[SymbolInfo]) -> OutboundMessage {
+    let mut entries: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut n = 0;
+    let (bids, asks) = &sub.view;
+    if sub.bids {
+        for l in bids {
+            entries.extend(level_entry(b"0", l));
+            n += 1;
+        }
+    }
+    if sub.offers {
+        for l in asks {
+            entries.extend(level_entry(b"1", l));
+            n += 1;
+        }
+    }
+    if sub.trades {
+        if let Some(t) = book.l1(sub.symbol).and_then(|l1| l1.last_trade) {
+            entries.push((269, b"2".to_vec()));
+            entries.push((270, format_price(t.price).into_bytes()));
+            entries.push((271, t.qty.to_string().into_bytes()));
+            n += 1;
+        }
+    }
+    let mut body = vec![
+        (262, sub.req_id.clone()),
+        (55, name_of(symbols, sub.symbol)),
+        (268, n.to_string().into_bytes()),
+    ];
+    body.extend(entries);
+    OutboundMessage {
+        msg_type: b"W".to_vec(),
+        header: vec![],
+        body,
+    }
+}
+
+/// X entries that turn `old` into `new` for one side.
+fn diff(
+    entry_type: &[u8],
+    symbol: &[u8],
+    old: &[Level],
+    new: &[Level],
+    out: &mut Vec<(u32, Vec<u8>)>,
+    n: &mut usize,
+) {
+    let mut push = |action: &[u8], l: &Level, out: &mut Vec<(u32, Vec<u8>)>| {
+        out.push((279, action.to_vec()));
+        out.push((269, entry_type.to_vec()));
+        out.push((55, symbol.to_vec()));
+        out.push((270, format_price(l.price).into_bytes()));
+        out.push((271, l.qty.to_string().into_bytes()));
+        out.push((346, l.orders.to_string().into_bytes()));
+        *n += 1;
+    };
+    for l in old {
+        if !new.iter().any(|x| x.price == l.price) {
+            push(b"2", l, out);
+        }
+    }
+    for l in new {
+        match old.iter().find(|x| x.price == l.price) {
+            None => push(b"0", l, out),
+            Some(o) if o != l => push(b"1", l, out),
+            Some(_) => {}
+        }
+    }
+}
+
+fn md_loop(
+    md: &Mutex<MdState>,
+    handle: &SessionHandle,
+    history_until: u64,
+    symbols: &[SymbolInfo],
+    sessions: &Sessions,
+    stop: &AtomicBool,
+    stats: &EngineAppStats,
+) {
+    let mut batch: Vec<Output> = Vec::with_capacity(1024);
+    while !stop.load(Ordering::Relaxed) {
+        match handle.receiver.recv_timeout(Duration::from_millis(100)) {
+            Ok(first) => batch.push(first),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        while batch.len() < 8192 {
+            match handle.receiver.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        let mut touched = BTreeSet::new();
+        let mut trades: Vec<(SymbolId, u64, u64, Side)> = Vec::new();
+        let mut outgoing: Vec<(SessionId, OutboundMessage)> = Vec::new();
+        {
+            let mut state = lock(md);
+            for out in batch.drain(..) {
+                if out.seq <= history_until {
+                    continue;
+                }
+                state.book.apply(&out.event);
+                match out.event {
+                    Event::BookLevel { symbol, .. } => {
+                        touched.insert(symbol);
+                    }
+                    Event::Trade {
+                        symbol,
+                        price,
+                        qty,
+                        aggressor,
+                        ..
+                    } => trades.push((symbol, price, qty, aggressor)),
+                    _ => {}
+                }
+            }
+            if state.subs.is_empty() {
+                continue;
+            }
+            let MdState { book, subs, .. } = &mut *state;
+            for sub in subs.iter_mut() {
+                let sub_trades: Vec<_> = if sub.trades {
+                    trades.iter().filter(|t| t.0 == sub.symbol).collect()
+                } else {
+                    Vec::new()
+                };
+                if !touched.contains(&sub.symbol) && sub_trades.is_empty() {
+                    continue;
+                }
+                let l2 = book.l2(sub.symbol, sub.depth);
+                let new_view = (l2.bids, l2.asks);
+                if !sub.incremental {
+                    if new_view != sub.view || !sub_trades.is_empty() {
+                        sub.view = new_view;
+                        outgoing.push((sub.session.clone(), snapshot(sub, book, symbols)));
+                    }
+                    continue;
+                }
+                let name = name_of(symbols, sub.symbol);
+                let mut entries = Vec::new();
+                let mut n = 0;
+                if sub.bids {
+                    diff(b"0", &name, &sub.view.0, &new_view.0, &mut entries, &mut n);
+                }
+                if sub.offers {
+                    diff(b"1", &name, &sub.view.1, &new_view.1, &mut entries, &mut n);
+                }
+                for (_, price, qty, _) in &sub_trades {
+                    entries.push((279, b"0".to_vec()));
+                    entries.push((269, b"2".to_vec()));
+                    entries.push((55, name.clone()));
+                    entries.push((270, format_price(*price).into_bytes()));
+                    entries.push((271, qty.to_string().into_bytes()));
+                    n += 1;
+                }
+                sub.view = new_view;
+                if n == 0 {
+                    continue;
+                }
+                let mut body = vec![(262, sub.req_id.clone()), (268, n.to_string().into_bytes())];
+                body.extend(entries);
+                outgoing.push((
+                    sub.session.clone(),
+                    OutboundMessage {
+                        msg_type: b"X".to_vec(),
+                        header: vec![],
+                        body,
+                    },
+                ));
+            }
+        }
+        stats
+            .md_messages
+            .fetch_add(outgoing.len() as u64, Ordering::Relaxed);
+        for (session, m) in outgoing {
+            sessions.send(&session, vec![m]);
+        }
+    }
+}

@@ -1,0 +1,669 @@
+//! The FIX gateway in front of the real engine pipeline (journal included),
+//! driven over loopback sockets by a small raw FIX client: orders that rest,
+//! fill and partially fill between two sessions, replace, cancel, mass
+//! cancel, order status, market data, security list, rejects, credentials,
+//! a reconnect with a resend of what was missed, cancel-on-disconnect and a
+//! restart of the whole stack in the middle of a session.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brokerx_engine::pipeline::{Pipeline, PipelineConfig};
+use brokerx_engine::{
+    AccountId, Command, EngineConfig, Event, Limits, SelfTradePrevention, SymbolId, SymbolSpec,
+};
+use brokerx_gateway_fix::codec;
+use brokerx_gateway_fix::dictionary::format_utc_timestamp;
+use brokerx_gateway_fix::server::now_ms;
+use brokerx_gateway_fix::{
+    EngineApp, EngineAppConfig, EngineSession, FixConfig, FixServer, SessionConfig, Sessions,
+    SymbolInfo,
+};
+
+const ALICE: AccountId = AccountId(1);
+const BOB: AccountId = AccountId(2);
+const AAPL: SymbolId = SymbolId(0);
+
+struct Stack {
+    server: Option<FixServer>,
+    app: Arc<EngineApp>,
+    pipeline: Arc<Pipeline>,
+    addr: SocketAddr,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop();
+        }
+        self.app.shutdown();
+        let _ = self.pipeline.shutdown();
+    }
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("brokerx-fix-engine-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn start(dir: &Path) -> Stack {
+    let mut pc = PipelineConfig::new(dir.join("data"));
+    pc.durable = false;
+    let pipeline = Arc::new(Pipeline::start(pc, EngineConfig::default()).expect("pipeline"));
+    let mut fix = FixConfig::conformance(Some(dir.join("fix")));
+    fix.sessions.clear();
+    let mut bound = Vec::new();
+    for (theirs, user, account, cod) in
+        [("ALICE", "alice", ALICE, false), ("BOB", "bob", BOB, true)]
+    {
+        let mut s = SessionConfig::new("BRKX", theirs);
+        s.reset_on_logon = false;
+        s.credentials = Some((user.into(), format!("{user}-pw")));
+        bound.push(EngineSession {
+            id: s.id.clone(),
+            account,
+            cancel_on_disconnect: cod,
+        });
+        fix.sessions.push(s);
+    }
+    let sessions = Sessions::open(&fix).expect("stores");
+    let app = EngineApp::start(
+        pipeline.clone(),
+        sessions.clone(),
+        EngineAppConfig {
+            sessions: bound,
+            symbols: vec![SymbolInfo {
+                id: AAPL,
+                name: "AAPL".into(),
+                tick: 100,
+                lot: 1,
+            }],
+            dir: dir.join("fix/orders"),
+            data_dir: dir.join("data"),
+            engine_config: EngineConfig::default(),
+        },
+    )
+    .expect("app");
+    if pipeline.recovered.last_seq == 0 {
+        bootstrap(&pipeline);
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = FixServer::start_with(listener, fix, sessions, app.clone()).unwrap();
+    Stack {
+        server: Some(server),
+        app,
+        pipeline,
+        addr,
+    }
+}
+
+fn bootstrap(pipeline: &Pipeline) {
+    let (submitter, handle) = pipeline.connect(&[], false);
+    let mut commands = vec![Command::AddSymbol {
+        symbol: AAPL,
+        spec: SymbolSpec {
+            tick_size: 100,
+            lot_size: 1,
+            reference_price: 1_900_000,
+            band_bps: 1000,
+            maker_fee_per_share: 0,
+            taker_fee_per_share: 0,
+        },
+    }];
+    for account in [ALICE, BOB] {
+        commands.push(Command::CreateAccount {
+            account,
+            limits: Limits {
+                max_order_qty: 1_000_000,
+                max_order_notional: u64::MAX,
+                max_open_orders: 1000,
+            },
+            self_trade: SelfTradePrevention::CancelNewest,
+        });
+        commands.push(Command::DepositCash {
+            account,
+            amount: 10_000_000_000_000,
+            tag: 0,
+        });
+        commands.push(Command::DepositShares {
+            account,
+            symbol: AAPL,
+            qty: 100_000,
+            tag: 0,
+        });
+    }
+    for c in &commands {
+        submitter.submit(*c).unwrap();
+    }
+    let mut done = 0;
+    while done < commands.len() {
+        let out = handle
+            .receiver
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap();
+        assert!(!matches!(out.event, Event::Rejected { .. }), "{out:?}");
+        if out.last {
+            done += 1;
+        }
+    }
+    pipeline.disconnect(handle.id);
+}
+
+/// A raw FIX client: encodes what we tell it, decodes into tag maps.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    comp: String,
+    seq: u64,
+    /// The next MsgSeqNum we expect from the server.
+    expected: u64,
+}
+
+type Msg = HashMap<u32, String>;
+
+fn decode(frame: &[u8]) -> Msg {
+    codec::parse(frame)
+        .unwrap()
+        .iter()
+        .map(|f| (f.tag, String::from_utf8_lossy(f.value).into_owned()))
+        .collect()
+}
+
+impl Client {
+    fn connect(addr: SocketAddr, comp: &str) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+            comp: comp.into(),
+            seq: 1,
+            expected: 1,
+        }
+    }
+
+    fn send(&mut self, msg_type: &str, extra: &[(u32, &str)]) {
+        let seq = self.seq.to_string();
+        self.seq += 1;
+        let ts = format_utc_timestamp(now_ms());
+        let mut f: Vec<(u32, &[u8])> = vec![
+            (34, seq.as_bytes()),
+            (49, self.comp.as_bytes()),
+            (52, ts.as_bytes()),
+            (56, b"BRKX"),
+        ];
+        f.extend(extra.iter().map(|(t, v)| (*t, v.as_bytes())));
+        let bytes = codec::encode(b"FIX.4.4", msg_type.as_bytes(), &[], &f);
+        self.stream.write_all(&bytes).unwrap();
+    }
+
+    fn logon(&mut self, password: &str) -> Msg {
+        let user = self.comp.to_ascii_lowercase();
+        self.send(
+            "A",
+            &[(98, "0"), (108, "30"), (553, &user), (554, password)],
+        );
+        let m = self.recv().expect("logon answer");
+        assert_eq!(m[&35], "A", "{m:?}");
+        m
+    }
+
+    /// Next message, or `None` on EOF or after 5 s.
+    fn recv(&mut self) -> Option<Msg> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let codec::Frame::Message { len } = codec::next_frame(&self.buf, 1 << 20) {
+                let m = decode(&self.buf[..len]);
+                self.buf.drain(..len);
+                return Some(m);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Skips heartbeats and test requests (answering the latter).
+    fn next_app(&mut self) -> Msg {
+        loop {
+            let m = self.recv().expect("a message");
+            match m[&35].as_str() {
+                "0" => continue,
+                "1" => {
+                    let id = m[&112].clone();
+                    self.send("0", &[(112, &id)]);
+                }
+                _ => return m,
+            }
+        }
+    }
+
+    fn order(&mut self, cl: &str, side: &str, qty: &str, price: &str, tif: &str) {
+        let now = format_utc_timestamp(now_ms());
+        self.send(
+            "D",
+            &[
+                (11, cl),
+                (21, "1"),
+                (55, "AAPL"),
+                (54, side),
+                (60, &now),
+                (38, qty),
+                (40, "2"),
+                (44, price),
+                (59, tif),
+            ],
+        );
+    }
+}
+
+fn assert_fields(m: &Msg, want: &[(u32, &str)]) {
+    for (tag, value) in want {
+        assert_eq!(
+            m.get(tag).map(String::as_str),
+            Some(*value),
+            "tag {tag} in {m:?}"
+        );
+    }
+}
+
+#[test]
+fn wrong_password_is_logged_out_and_nothing_else() {
+    let dir = tmpdir("password");
+    let stack = start(&dir);
+    let mut c = Client::connect(stack.addr, "ALICE");
+    c.send(
+        "A",
+        &[(98, "0"), (108, "30"), (553, "alice"), (554, "guess")],
+    );
+    let m = c.recv().expect("logout");
+    assert_fields(&m, &[(35, "5"), (58, "Invalid username or password")]);
+    assert!(c.recv().is_none(), "connection closed");
+    // The right password works afterwards, from sequence 1.
+    let mut c = Client::connect(stack.addr, "ALICE");
+    let m = c.logon("alice-pw");
+    assert_eq!(m[&34], "1");
+}
+
+#[test]
+fn orders_fill_replace_cancel_and_status_between_two_sessions() {
+    let dir = tmpdir("flow");
+    let stack = start(&dir);
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.logon("alice-pw");
+    let mut bob = Client::connect(stack.addr, "BOB");
+    bob.logon("bob-pw");
+
+    alice.order("A1", "2", "100", "190.00", "0");
+    let new = alice.next_app();
+    assert_fields(
+        &new,
+        &[
+            (35, "8"),
+            (150, "0"),
+            (39, "0"),
+            (11, "A1"),
+            (151, "100"),
+            (14, "0"),
+        ],
+    );
+    let order_id = new[&37].clone();
+
+    bob.order("B1", "1", "60", "190.5", "3");
+    let m = bob.next_app();
+    assert_fields(&m, &[(35, "8"), (150, "0"), (11, "B1")]);
+    let m = bob.next_app();
+    assert_fields(
+        &m,
+        &[
+            (150, "F"),
+            (39, "2"),
+            (32, "60"),
+            (31, "190"),
+            (14, "60"),
+            (151, "0"),
+            (6, "190"),
+        ],
+    );
+    let m = alice.next_app();
+    assert_fields(
+        &m,
+        &[
+            (150, "F"),
+            (39, "1"),
+            (32, "60"),
+            (31, "190"),
+            (14, "60"),
+            (151, "40"),
+            (37, &order_id),
+        ],
+    );
+
+    // Replace: total 80 (20 left), new price; the chain moves to A2.
+    let now = format_utc_timestamp(now_ms());
+    alice.send(
+        "G",
+        &[
+            (11, "A2"),
+            (41, "A1"),
+            (21, "1"),
+            (55, "AAPL"),
+            (54, "2"),
+            (60, &now),
+            (38, "80"),
+            (40, "2"),
+            (44, "191.25"),
+            (59, "0"),
+        ],
+    );
+    let m = alice.next_app();
+    assert_fields(
+        &m,
+        &[
+            (150, "5"),
+            (39, "1"),
+            (11, "A2"),
+            (41, "A1"),
+            (38, "80"),
+            (151, "20"),
+            (14, "60"),
+            (44, "191.25"),
+        ],
+    );
+
+    // Status by the new ClOrdID.
+    alice.send("H", &[(11, "A2"), (55, "AAPL"), (54, "2")]);
+    let m = alice.next_app();
+    assert_fields(&m, &[(150, "I"), (39, "1"), (151, "20"), (37, &order_id)]);
+
+    // A duplicate ClOrdID is refused without reaching the engine.
+    alice.order("A1", "2", "5", "190.00", "0");
+    let m = alice.next_app();
+    assert_fields(&m, &[(150, "8"), (39, "8"), (103, "6")]);
+
+    // Unknown symbol.
+    let now = format_utc_timestamp(now_ms());
+    alice.send(
+        "D",
+        &[
+            (11, "A9"),
+            (21, "1"),
+            (55, "NOPE"),
+            (54, "1"),
+            (60, &now),
+            (38, "1"),
+            (40, "2"),
+            (44, "1"),
+            (59, "0"),
+        ],
+    );
+    let m = alice.next_app();
+    assert_fields(&m, &[(150, "8"), (103, "1"), (11, "A9")]);
+
+    // An engine reject (price outside the band) carries its code.
+    alice.order("A10", "2", "10", "500", "0");
+    let m = alice.next_app();
+    assert_fields(&m, &[(150, "8"), (39, "8"), (11, "A10")]);
+    assert!(m[&58].contains("205"), "{m:?}");
+
+    // Cancel with a new ClOrdID.
+    let now = format_utc_timestamp(now_ms());
+    alice.send(
+        "F",
+        &[(11, "A3"), (41, "A2"), (55, "AAPL"), (54, "2"), (60, &now)],
+    );
+    let m = alice.next_app();
+    assert_fields(
+        &m,
+        &[
+            (150, "4"),
+            (39, "4"),
+            (11, "A3"),
+            (41, "A2"),
+            (151, "0"),
+            (14, "60"),
+        ],
+    );
+
+    // Cancelling it again is too late.
+    let now = format_utc_timestamp(now_ms());
+    alice.send(
+        "F",
+        &[(11, "A4"), (41, "A3"), (55, "AAPL"), (54, "2"), (60, &now)],
+    );
+    let m = alice.next_app();
+    assert_fields(&m, &[(35, "9"), (434, "1"), (102, "0")]);
+
+    // Unknown order.
+    alice.send(
+        "F",
+        &[(11, "A5"), (41, "ZZZ"), (55, "AAPL"), (54, "2"), (60, &now)],
+    );
+    let m = alice.next_app();
+    assert_fields(&m, &[(35, "9"), (102, "1")]);
+
+    // Unsupported message type: BusinessMessageReject.
+    alice.send("B", &[(148, "hello")]);
+    let m = alice.next_app();
+    assert_fields(&m, &[(35, "j"), (380, "3"), (372, "B")]);
+
+    // Security list.
+    alice.send("x", &[(320, "S1"), (559, "4")]);
+    let m = alice.next_app();
+    assert_fields(&m, &[(35, "y"), (320, "S1"), (146, "1"), (55, "AAPL")]);
+}
+
+#[test]
+fn mass_cancel_and_market_data() {
+    let dir = tmpdir("md");
+    let stack = start(&dir);
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.logon("alice-pw");
+    let mut bob = Client::connect(stack.addr, "BOB");
+    bob.logon("bob-pw");
+
+    bob.send(
+        "V",
+        &[
+            (262, "M1"),
+            (263, "1"),
+            (264, "0"),
+            (265, "1"),
+            (267, "3"),
+            (269, "0"),
+            (269, "1"),
+            (269, "2"),
+            (146, "1"),
+            (55, "AAPL"),
+        ],
+    );
+    let w = bob.next_app();
+    assert_fields(&w, &[(35, "W"), (262, "M1"), (55, "AAPL"), (268, "0")]);
+
+    alice.order("A1", "1", "10", "189", "1");
+    assert_fields(&alice.next_app(), &[(150, "0")]);
+    let x = bob.next_app();
+    assert_fields(
+        &x,
+        &[
+            (35, "X"),
+            (262, "M1"),
+            (268, "1"),
+            (279, "0"),
+            (269, "0"),
+            (270, "189"),
+            (271, "10"),
+        ],
+    );
+    alice.order("A2", "1", "5", "189", "0");
+    assert_fields(&alice.next_app(), &[(150, "0")]);
+    let x = bob.next_app();
+    assert_fields(
+        &x,
+        &[
+            (279, "1"),
+            (269, "0"),
+            (270, "189"),
+            (271, "15"),
+            (346, "2"),
+        ],
+    );
+
+    // Unknown symbol in a market data request.
+    bob.send(
+        "V",
+        &[
+            (262, "M2"),
+            (263, "1"),
+            (264, "1"),
+            (267, "1"),
+            (269, "0"),
+            (146, "1"),
+            (55, "NOPE"),
+        ],
+    );
+    assert_fields(&bob.next_app(), &[(35, "Y"), (262, "M2"), (281, "0")]);
+
+    // Mass cancel of all of Alice's orders: two cancels, then the report.
+    let now = format_utc_timestamp(now_ms());
+    alice.send("q", &[(11, "MC1"), (530, "7"), (60, &now)]);
+    let mut cancelled = 0;
+    loop {
+        let m = alice.next_app();
+        match m[&35].as_str() {
+            "8" => {
+                assert_fields(&m, &[(150, "4"), (39, "4")]);
+                cancelled += 1;
+            }
+            "r" => {
+                assert_fields(&m, &[(11, "MC1"), (531, "7"), (533, "2")]);
+                break;
+            }
+            other => panic!("unexpected {other}: {m:?}"),
+        }
+    }
+    assert_eq!(cancelled, 2);
+    let x = bob.next_app();
+    assert_fields(&x, &[(35, "X"), (279, "2"), (269, "0"), (270, "189")]);
+}
+
+#[test]
+fn missed_reports_are_resent_after_reconnect_and_restart() {
+    let dir = tmpdir("resend");
+    let (order_id, alice_seq) = {
+        let stack = start(&dir);
+        let mut alice = Client::connect(stack.addr, "ALICE");
+        alice.logon("alice-pw");
+        alice.order("A1", "2", "50", "190", "1");
+        let m = alice.next_app();
+        assert_fields(&m, &[(150, "0")]);
+        let order_id = m[&37].clone();
+        alice.expected = m[&34].parse::<u64>().unwrap() + 1;
+        // Alice logs out; Bob trades against her resting order meanwhile.
+        alice.send("5", &[]);
+        assert_fields(&alice.recv().unwrap(), &[(35, "5")]);
+        drop(alice);
+        let mut bob = Client::connect(stack.addr, "BOB");
+        bob.logon("bob-pw");
+        bob.order("B1", "1", "20", "190", "3");
+        assert_fields(&bob.next_app(), &[(150, "0")]);
+        assert_fields(&bob.next_app(), &[(150, "F")]);
+        // Alice comes back without a reset: the fill was stored for her.
+        let mut alice = Client::connect(stack.addr, "ALICE");
+        alice.seq = 3;
+        let logon = alice.logon("alice-pw");
+        let their_seq: u64 = logon[&34].parse().unwrap();
+        assert!(their_seq > 3, "the fill took a sequence number: {logon:?}");
+        alice.send("2", &[(7, "3"), (16, "0")]);
+        // 3 was our Logout (admin): gap-filled; 4 is the fill.
+        let gap = alice.next_app();
+        assert_fields(&gap, &[(35, "4"), (123, "Y"), (34, "3"), (36, "4")]);
+        let fill = alice.next_app();
+        assert_fields(
+            &fill,
+            &[
+                (35, "8"),
+                (150, "F"),
+                (43, "Y"),
+                (14, "20"),
+                (151, "30"),
+                (37, &order_id),
+            ],
+        );
+        assert!(fill.contains_key(&122), "OrigSendingTime: {fill:?}");
+        (order_id, alice.seq)
+        // The whole stack stops here (Drop), Alice never logs out.
+    };
+    // Restart: sequence numbers and the order's ClOrdID chain survived.
+    let stack = start(&dir);
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.seq = alice_seq;
+    alice.logon("alice-pw");
+    let now = format_utc_timestamp(now_ms());
+    alice.send(
+        "F",
+        &[(11, "A2"), (41, "A1"), (55, "AAPL"), (54, "2"), (60, &now)],
+    );
+    let m = alice.next_app();
+    assert_fields(
+        &m,
+        &[
+            (150, "4"),
+            (11, "A2"),
+            (41, "A1"),
+            (37, &order_id),
+            (14, "20"),
+        ],
+    );
+    // ClOrdIDs used before the restart stay used.
+    alice.order("A1", "2", "1", "190", "0");
+    assert_fields(&alice.next_app(), &[(150, "8"), (103, "6")]);
+}
+
+#[test]
+fn cancel_on_disconnect_cancels_resting_orders() {
+    let dir = tmpdir("cod");
+    let stack = start(&dir);
+    let mut bob = Client::connect(stack.addr, "BOB");
+    bob.logon("bob-pw");
+    bob.order("B1", "1", "10", "185", "1");
+    let m = bob.next_app();
+    assert_fields(&m, &[(150, "0")]);
+    let logon_seq: u64 = m[&34].parse().unwrap();
+    drop(bob); // no Logout: the connection just drops
+               // Reconnect and ask for everything since the order's acknowledgement.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut bob = loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut c = Client::connect(stack.addr, "BOB");
+        c.seq = 3;
+        c.send(
+            "A",
+            &[(98, "0"), (108, "30"), (553, "bob"), (554, "bob-pw")],
+        );
+        if let Some(m) = c.recv() {
+            if m[&35] == "A" && m[&34].parse::<u64>().unwrap() > logon_seq + 1 {
+                break c;
+            }
+        }
+        assert!(Instant::now() < deadline, "the cancel never happened");
+    };
+    let from = (logon_seq + 1).to_string();
+    bob.send("2", &[(7, &from), (16, "0")]);
+    let m = bob.next_app();
+    assert_fields(&m, &[(35, "8"), (150, "4"), (11, "B1"), (43, "Y")]);
+}
