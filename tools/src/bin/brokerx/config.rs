@@ -22,6 +22,49 @@ pub struct Config {
     /// OUCH 4.2 logins, each bound to a risk account.
     #[serde(default)]
     pub ouch_users: Vec<OuchUserConfig>,
+    /// FIX 4.4 sessions, each bound to a risk account.
+    #[serde(default)]
+    pub fix_sessions: Vec<FixSessionConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixSessionConfig {
+    /// Our CompID (the counterparty's TargetCompID).
+    pub sender_comp_id: String,
+    /// The counterparty's SenderCompID.
+    pub target_comp_id: String,
+    /// Logon Username (553) and Password (554). Demo values only: real
+    /// deployments put the password in `BROKERX_FIX_PASSWORD_<TARGET>`.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub account: u32,
+    #[serde(default)]
+    pub cancel_on_disconnect: bool,
+    /// Reset both sequence numbers at every Logon (default: they persist).
+    #[serde(default)]
+    pub reset_on_logon: bool,
+    /// Daily session reset, "HH:MM" UTC.
+    pub reset_time: Option<String>,
+}
+
+impl FixSessionConfig {
+    /// `reset_time` in ms after midnight.
+    pub fn reset_at_ms(&self) -> Result<Option<i64>, String> {
+        let Some(text) = &self.reset_time else {
+            return Ok(None);
+        };
+        let parsed = text.split_once(':').and_then(|(h, m)| {
+            let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+            ((0..24).contains(&h) && (0..60).contains(&m)).then_some((h * 60 + m) * 60_000)
+        });
+        parsed.map(Some).ok_or_else(|| {
+            format!(
+                "config: FIX session {:?}: reset_time must be \"HH:MM\" (UTC), not {text:?}",
+                self.target_comp_id
+            )
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +185,38 @@ impl Config {
                 ));
             }
         }
+        for (i, session) in self.fix_sessions.iter().enumerate() {
+            if !self.accounts.iter().any(|a| a.id == session.account) {
+                return Err(format!(
+                    "config: FIX session {:?} names unknown account {}",
+                    session.target_comp_id, session.account
+                ));
+            }
+            let comp_ok = |c: &str| {
+                !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_graphic())
+            };
+            if !comp_ok(&session.sender_comp_id) || !comp_ok(&session.target_comp_id) {
+                return Err(format!(
+                    "config: FIX session {i}: CompIDs must be 1 to 64 printable ASCII characters"
+                ));
+            }
+            if session.username.is_some() != session.password.is_some() {
+                return Err(format!(
+                    "config: FIX session {:?}: give both username and password, or neither",
+                    session.target_comp_id
+                ));
+            }
+            session.reset_at_ms()?;
+            if self.fix_sessions[..i].iter().any(|o| {
+                o.sender_comp_id == session.sender_comp_id
+                    && o.target_comp_id == session.target_comp_id
+            }) {
+                return Err(format!(
+                    "config: FIX session {:?} -> {:?} listed twice",
+                    session.target_comp_id, session.sender_comp_id
+                ));
+            }
+        }
         for symbol in &self.symbols {
             if symbol.name.is_empty() || symbol.name.len() > 8 || !symbol.name.is_ascii() {
                 return Err(format!("config: symbol name {:?} must be 1 to 8 ASCII characters (OUCH and ITCH stock field)", symbol.name));
@@ -238,6 +313,10 @@ mod tests {
             ("[server]\ndata_dir = \"d\"\ncolour = \"red\"", "unknown field"),
             ("[server]\ndata_dir = \"d\"\n[[accounts]]\nid = 1\nname = \"a\"\nshares = { XYZ = 1 }", "unknown symbol"),
             ("[server]\ndata_dir = \"d\"\n[[ouch_users]]\nusername = \"u\"\npassword = \"p\"\naccount = 9", "unknown account"),
+            ("[server]\ndata_dir = \"d\"\n[[fix_sessions]]\nsender_comp_id = \"B\"\ntarget_comp_id = \"C\"\naccount = 9", "unknown account"),
+            ("[server]\ndata_dir = \"d\"\n[[accounts]]\nid = 1\nname = \"a\"\n[[fix_sessions]]\nsender_comp_id = \"B\"\ntarget_comp_id = \"C\"\naccount = 1\nreset_time = \"25:00\"", "HH:MM"),
+            ("[server]\ndata_dir = \"d\"\n[[accounts]]\nid = 1\nname = \"a\"\n[[fix_sessions]]\nsender_comp_id = \"B\"\ntarget_comp_id = \"C\"\naccount = 1\nusername = \"u\"", "both username and password"),
+            ("[server]\ndata_dir = \"d\"\n[[accounts]]\nid = 1\nname = \"a\"\n[[fix_sessions]]\nsender_comp_id = \"B C\"\ntarget_comp_id = \"C\"\naccount = 1", "printable ASCII"),
             ("[server]\ndata_dir = \"d\"\n[[symbols]]\nid = 0\nname = \"TOOLONGNAME\"\ntick = 1\nlot = 1\nreference = 1\nband_bps = 1", "1 to 8 ASCII"),
         ];
         for (text, expected) in cases {

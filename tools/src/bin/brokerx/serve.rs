@@ -194,6 +194,14 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
     } else {
         None
     };
+    // The FIX gateway also follows every event from the first command on
+    // (market data), so it connects before the bootstrap too.
+    let fix = match config.ports.fix {
+        Some(port) if !config.fix_sessions.is_empty() => {
+            Some(start_fix(&config, &pipeline, &bind_address(&config), port)?)
+        }
+        _ => None,
+    };
     if pipeline.recovered.last_seq == 0 {
         bootstrap(&pipeline, &config)?;
     }
@@ -220,7 +228,7 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
         Some(port) => Some(start_ouch(&config, &pipeline, &bind, port, durable)?),
         None => None,
     };
-    for (name, port) in [("http", config.ports.http), ("fix", config.ports.fix)] {
+    for (name, port) in [("http", config.ports.http)] {
         if port.is_some() {
             println!("{name} port configured but its gateway is not built yet; not listening");
         }
@@ -239,6 +247,10 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
     }
     if let Some(ouch) = &_ouch {
         ouch.shutdown();
+    }
+    if let Some((server, app)) = fix {
+        server.stop();
+        app.shutdown();
     }
     if let Some(itch) = &itch {
         itch.shutdown();
@@ -365,6 +377,88 @@ fn start_ouch(
         );
     }
     Ok(server)
+}
+
+/// Starts the FIX 4.4 gateway on `bind:port`, with the configured sessions
+/// bound to their accounts. Session stores and order journals live under
+/// `data/fix/`.
+fn start_fix(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    bind: &str,
+    port: u16,
+) -> Result<
+    (
+        brokerx_gateway_fix::FixServer,
+        Arc<brokerx_gateway_fix::EngineApp>,
+    ),
+    String,
+> {
+    use brokerx_gateway_fix::{
+        EngineApp, EngineAppConfig, EngineSession, FixConfig, FixServer, SessionConfig,
+        Sessions, SymbolInfo,
+    };
+    let dir = config.server.data_dir.join("fix");
+    let mut fix = FixConfig::conformance(Some(dir.clone()));
+    fix.sessions.clear();
+    let mut bound = Vec::new();
+    for s in &config.fix_sessions {
+        let mut session = SessionConfig::new(&s.sender_comp_id, &s.target_comp_id);
+        session.reset_on_logon = s.reset_on_logon;
+        session.reset_at_ms = s.reset_at_ms()?;
+        if let (Some(user), Some(password)) = (&s.username, &s.password) {
+            let password = env(&format!(
+                "BROKERX_FIX_PASSWORD_{}",
+                s.target_comp_id.to_ascii_uppercase()
+            ))
+            .unwrap_or_else(|| password.clone());
+            session.credentials = Some((user.clone(), password));
+        }
+        bound.push(EngineSession {
+            id: session.id.clone(),
+            account: brokerx_engine::AccountId(s.account),
+            cancel_on_disconnect: s.cancel_on_disconnect,
+        });
+        fix.sessions.push(session);
+    }
+    let sessions = Sessions::open(&fix).map_err(|e| format!("FIX session stores: {e}"))?;
+    let app = EngineApp::start(
+        pipeline.clone(),
+        sessions.clone(),
+        EngineAppConfig {
+            sessions: bound,
+            symbols: config
+                .symbols
+                .iter()
+                .map(|s| SymbolInfo {
+                    id: brokerx_engine::SymbolId(s.id),
+                    name: s.name.clone(),
+                    tick: s.tick,
+                    lot: s.lot,
+                })
+                .collect(),
+            dir: dir.join("orders"),
+            data_dir: config.server.data_dir.clone(),
+            engine_config: EngineConfig::default(),
+        },
+    )
+    .map_err(|e| format!("FIX gateway: {e}"))?;
+    let listener =
+        TcpListener::bind((bind, port)).map_err(|e| format!("FIX port {bind}:{port}: {e}"))?;
+    let server = FixServer::start_with(listener, fix, sessions, app.clone())
+        .map_err(|e| format!("FIX gateway: {e}"))?;
+    println!("fix port listening on {} (FIX 4.4)", server.local_addr());
+    for s in &config.fix_sessions {
+        println!(
+            "fix session {} -> {} (Username {:?} / Password {:?}) -> account {}",
+            s.target_comp_id,
+            s.sender_comp_id,
+            s.username.as_deref().unwrap_or("-"),
+            s.password.as_deref().unwrap_or("-"),
+            s.account
+        );
+    }
+    Ok((server, app))
 }
 
 fn bind_address(config: &Config) -> String {
