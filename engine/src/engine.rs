@@ -645,6 +645,20 @@ impl Engine {
                 Side::Sell => state.band_low,
             },
         };
+        if order.order_type == OrderType::Limit {
+            // Where a remainder would rest: start loading the level's last
+            // order and the account's last order, which resting writes.
+            // At a million resting orders both are usually cold, and the
+            // loads now overlap the reserve, the acknowledgement and the
+            // match instead of stalling the rest.
+            let index = state.index_of(price);
+            let tail = state.ladder(order.side).levels[index as usize].tail;
+            let account_tail = self.accounts[order.account.0 as usize]
+                .as_ref()
+                .map_or(NIL, |a| a.orders.tail);
+            self.orders.prefetch_link(tail, false);
+            self.orders.prefetch_link(account_tail, true);
+        }
         if self.orders.is_full() {
             return Err(RejectCode::BookCapacityExceeded);
         }
@@ -1037,6 +1051,7 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
         let slot = self.owned_resting(account, order_id)?;
+        self.orders.prefetch_neighbours(slot);
         self.cancel_with_level(slot, CancelReason::Requested, tag, out);
         Ok(())
     }
