@@ -85,6 +85,74 @@ fn untag(tag: u64) -> Option<(usize, Kind)> {
     Some((index, kind))
 }
 
+/// True if `tag` has the shape of a tag this gateway puts on its commands.
+pub fn is_ouch_tag(tag: u64) -> bool {
+    untag(tag).is_some()
+}
+
+/// The tag of a command the gateway sends (0 for others).
+pub fn command_tag(command: &Command) -> u64 {
+    match *command {
+        Command::NewOrder { tag, .. }
+        | Command::Cancel { tag, .. }
+        | Command::Replace { tag, .. }
+        | Command::MassCancelAccount { tag, .. } => tag,
+        _ => 0,
+    }
+}
+
+/// The same command with another tag.
+pub fn with_tag(command: &Command, new_tag: u64) -> Command {
+    let mut command = *command;
+    match &mut command {
+        Command::NewOrder { tag, .. }
+        | Command::Cancel { tag, .. }
+        | Command::Replace { tag, .. }
+        | Command::MassCancelAccount { tag, .. } => *tag = new_tag,
+        _ => {}
+    }
+    command
+}
+
+/// The tag an event echoes (0 if none).
+pub fn event_tag(event: &Event) -> u64 {
+    match *event {
+        Event::Rejected { tag, .. }
+        | Event::OrderAccepted { tag, .. }
+        | Event::OrderReplaced { tag, .. }
+        | Event::OrderCancelled { tag, .. }
+        | Event::MassCancelled { tag, .. } => tag,
+        _ => 0,
+    }
+}
+
+/// The same event echoing another tag (only if it echoed `old`).
+pub fn retag_event(event: &Event, old: u64, new: u64) -> Event {
+    let mut event = *event;
+    match &mut event {
+        Event::Rejected { tag, .. }
+        | Event::OrderAccepted { tag, .. }
+        | Event::OrderReplaced { tag, .. }
+        | Event::OrderCancelled { tag, .. }
+        | Event::MassCancelled { tag, .. }
+            if *tag == old =>
+        {
+            *tag = new
+        }
+        _ => {}
+    }
+    event
+}
+
+/// The token whose entry a command for `message` is tagged with.
+pub fn tagged_token(message: &Inbound) -> Token {
+    match message {
+        Inbound::Enter(m) => m.token,
+        Inbound::Replace(m) => m.replacement_token,
+        Inbound::Cancel(m) => m.token,
+    }
+}
+
 /// One token of the day.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -165,6 +233,22 @@ impl UserBook {
     /// Tokens used so far (including rejected ones).
     pub fn tokens_used(&self) -> usize {
         self.by_token.len()
+    }
+
+    /// The tag `old_tag` (from an earlier run of the gateway, whose token
+    /// indices differ) would have in this book, for the entry of `token`.
+    pub fn retag(&self, old_tag: u64, token: &Token) -> Option<u64> {
+        let (_, kind) = untag(old_tag)?;
+        let index = *self.by_token.get(token)?;
+        Some(tag(index, kind))
+    }
+
+    /// Forgets the token claimed by the command tagged `tag` (a command
+    /// the engine never sequenced).
+    pub fn release_tag(&mut self, command_tag: u64) {
+        if let Some((index, Kind::Enter | Kind::Replace)) = untag(command_tag) {
+            self.release(index);
+        }
     }
 
     /// Forgets a token claimed by a command the engine never took (Busy).

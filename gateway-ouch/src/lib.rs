@@ -7,12 +7,14 @@
 //! - [`book`]: per-user token state, validation, command/event mapping.
 //! - [`store`]: per-user append-only store of sequenced messages.
 //! - [`day`]: trading days on disk (close, archive, reopen).
+//! - [`regen`]: outputs the journal has and a store lacks, rebuilt at start.
 //! - [`server`]: the TCP session server.
 
 pub mod book;
 pub mod codec;
 pub mod day;
 pub mod reasons;
+pub mod regen;
 pub mod server;
 pub mod store;
 

@@ -23,11 +23,12 @@
 //! ones, with no gap and no duplicate, within one gateway run and across
 //! restarts.
 
-use crate::book::{since_midnight_ns, Directory, Step};
+use crate::book::{event_tag, is_ouch_tag, since_midnight_ns, Directory, Step};
 use crate::codec::{token_hint, Inbound, Outbound};
 use crate::day::{self, Day};
 use crate::reasons::reject;
-use crate::store::{MessageStore, StoreError};
+use crate::regen::{regenerate, Window};
+use crate::store::{Mark, MessageStore, StoreError};
 use brokerx_engine::pipeline::{Output, Pipeline, SessionHandle, Submitter};
 use brokerx_engine::{AccountId, Command, Event, SymbolId};
 use brokerx_soupbin::{alpha_trimmed, LoginRejectReason, Packet, SESSION_BYTES};
@@ -193,6 +194,14 @@ stats! {
     /// The engine cut the day watcher off (should not happen): no more
     /// day rollovers until the gateway restarts.
     day_watch_lost,
+    /// Outputs rebuilt from the journal at start (the store lacked them).
+    outputs_regenerated,
+    /// Intents the journal never got (lost with the engine's queue in a
+    /// crash): their tokens are free again.
+    intents_unsequenced,
+    /// Journaled commands of ours that the rebuilt token state could not
+    /// map (should not happen; their answers are lost).
+    regeneration_orphans,
 }
 
 struct UserState {
@@ -203,6 +212,10 @@ struct UserState {
     /// Set when the store failed or the engine session was lost: the user
     /// can no longer be served correctly.
     failed: Option<String>,
+    /// How far the store reflects the engine (written as its mark).
+    mark: Mark,
+    /// Command whose own tagged output was last counted in `mark.answered`.
+    last_answered: u64,
 }
 
 struct User {
@@ -347,26 +360,98 @@ impl OuchServer {
         std::fs::create_dir_all(&config.data_dir).map_err(OuchError::Io)?;
         let mut users = Vec::new();
         let mut sessions: Vec<SessionHandle> = Vec::new();
+        let mut submitters = Vec::new();
         // Registered before the users' sessions, so it sees every command
         // they see.
         let (_, watch) = pipeline.connect(&[], true);
         for user in &config.users {
-            let today = day::open_current_day(
+            let (submitter, handle) = pipeline.connect(&[user.account], false);
+            sessions.push(handle);
+            submitters.push(submitter);
+        }
+        // Where each session's live outputs start: everything before comes
+        // from the store and, where the store lags, from the journal.
+        let registered = |handle: &SessionHandle| {
+            handle
+                .registered_after(Duration::from_secs(10))
+                .ok_or_else(|| OuchError::Config("the engine did not register a session".into()))
+        };
+        let watch_from = registered(&watch)?;
+        let mut days = Vec::new();
+        let mut windows = Vec::new();
+        let mut from = u64::MAX;
+        for (user, handle) in config.users.iter().zip(&sessions) {
+            let live_from = registered(handle)?;
+            let mut today = day::open_current_day(
                 &config.data_dir,
                 &user.username,
                 user.account,
                 config.fsync,
                 since_midnight_ns(wall_clock_ns()),
+                &directory,
+                live_from,
             )
             .map_err(OuchError::Store)?;
-            let (submitter, handle) = pipeline.connect(&[user.account], false);
-            sessions.push(handle);
+            // A store from before marks existed: nothing to regenerate.
+            let mark = today.store.mark().unwrap_or(Mark {
+                seq: live_from,
+                outputs: u64::MAX,
+                answered: today.store.intents().len() as u64,
+            });
+            let day_start = today.store.day_start().unwrap_or(watch_from);
+            from = from.min(mark.seq.min(day_start) + 1);
+            windows.push(Window {
+                account: user.account,
+                mark,
+                until: live_from,
+                pending: std::mem::take(&mut today.pending).into(),
+                resumed: today.resumed.take(),
+            });
+            days.push((today, mark, day_start));
+        }
+        let regenerated = regenerate(
+            pipeline.data_dir(),
+            pipeline.engine_config(),
+            windows,
+            from,
+            watch_from,
+        )
+        .map_err(|e| OuchError::Config(format!("regenerating from the journal: {e}")))?;
+        let stats = OuchStats::default();
+        let mut preludes = Vec::new();
+        for ((user, submitter), ((mut today, mark, day_start), rebuilt)) in config
+            .users
+            .iter()
+            .zip(submitters)
+            .zip(days.into_iter().zip(regenerated.users))
+        {
+            for tag in &rebuilt.unsequenced {
+                today.book.release_tag(*tag);
+            }
+            stats
+                .outputs_regenerated
+                .fetch_add(rebuilt.outputs.len() as u64, Ordering::Relaxed);
+            stats
+                .intents_unsequenced
+                .fetch_add(rebuilt.unsequenced.len() as u64, Ordering::Relaxed);
+            stats
+                .regeneration_orphans
+                .fetch_add(rebuilt.orphans, Ordering::Relaxed);
+            // Day ends this store has already been through.
+            let applied = regenerated
+                .ends
+                .iter()
+                .filter(|(end, _)| *end <= day_start)
+                .count();
+            preludes.push((rebuilt.outputs, applied));
             users.push(Arc::new(User {
                 config: user.clone(),
                 state: Mutex::new(UserState {
                     today,
                     previous: None,
                     failed: None,
+                    mark,
+                    last_answered: mark.seq,
                 }),
                 changed: Condvar::new(),
                 connected: AtomicBool::new(false),
@@ -380,11 +465,15 @@ impl OuchServer {
             config,
             directory,
             users,
-            stats: OuchStats::default(),
+            stats,
             stop: AtomicBool::new(false),
             pipeline,
             open_connections: AtomicUsize::new(0),
-            clock: Mutex::default(),
+            clock: Mutex::new(DayClock {
+                watermark: watch_from,
+                ends: regenerated.ends,
+                lost: false,
+            }),
             clock_changed: Condvar::new(),
         });
         let mut threads = Vec::new();
@@ -396,12 +485,13 @@ impl OuchServer {
                 .map_err(OuchError::Io)?;
             threads.push(thread);
         }
-        for (user, handle) in shared.users.iter().zip(sessions) {
+        for ((user, handle), (prelude, applied)) in shared.users.iter().zip(sessions).zip(preludes)
+        {
             let shared = shared.clone();
             let user = user.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ouch-events-{}", user.config.username))
-                .spawn(move || event_loop(&shared, &user, handle))
+                .spawn(move || event_loop(&shared, &user, handle, prelude, applied))
                 .map_err(OuchError::Io)?;
             threads.push(thread);
         }
@@ -500,11 +590,18 @@ fn accept_loop(
 }
 
 /// Appends messages to the user's store (one write, one sync for the
-/// group) and wakes its writer.
-fn store_all(shared: &Shared, user: &User, state: &mut UserState, messages: &[Outbound]) {
+/// group; with `marked`, the user's mark after them) and wakes its writer.
+fn store_all(
+    shared: &Shared,
+    user: &User,
+    state: &mut UserState,
+    messages: &[Outbound],
+    marked: bool,
+) {
     let encoded: Vec<Vec<u8>> = messages.iter().map(Outbound::to_bytes).collect();
     let slices: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-    match state.today.store.append_all(&slices) {
+    let mark = marked.then_some(state.mark);
+    match state.today.store.append_marked(&slices, mark) {
         Ok(_) => {
             shared
                 .stats
@@ -561,7 +658,7 @@ fn watch_loop(shared: &Shared, handle: SessionHandle) {
 /// Closes the user's day: 'E' after the day's last message, archive, new
 /// store starting with 'S', tokens of finished orders forgotten. Writers
 /// of the closed day finish sending it, then End of Session.
-fn roll_over(shared: &Shared, user: &User, state: &mut UserState, timestamp_ns: u64) {
+fn roll_over(shared: &Shared, user: &User, state: &mut UserState, end_seq: u64, timestamp_ns: u64) {
     if state.failed.is_some() {
         return;
     }
@@ -573,9 +670,17 @@ fn roll_over(shared: &Shared, user: &User, state: &mut UserState, timestamp_ns: 
         &mut state.today,
         config.fsync,
         since_midnight_ns(timestamp_ns),
-        true,
+        Some(()),
+        end_seq,
+        state.mark.answered,
     ) {
         Ok(closed) => {
+            state.mark = Mark {
+                seq: end_seq,
+                outputs: u64::MAX,
+                answered: 0,
+            };
+            state.last_answered = end_seq;
             count(&shared.stats.days_closed);
             shared
                 .stats
@@ -596,6 +701,17 @@ fn apply_outputs(shared: &Shared, user: &User, state: &mut UserState, outputs: &
     let mut messages = Vec::new();
     for output in outputs {
         state.today.book.on_output(output, &mut messages);
+        let mark = &mut state.mark;
+        if output.seq != mark.seq {
+            mark.seq = output.seq;
+            mark.outputs = 0;
+        }
+        mark.outputs = mark.outputs.saturating_add(1);
+        if output.own && is_ouch_tag(event_tag(&output.event)) && state.last_answered != output.seq
+        {
+            state.mark.answered += 1;
+            state.last_answered = output.seq;
+        }
     }
     let rejections = messages
         .iter()
@@ -606,7 +722,7 @@ fn apply_outputs(shared: &Shared, user: &User, state: &mut UserState, outputs: &
         .engine_rejections
         .fetch_add(rejections as u64, Ordering::Relaxed);
     if !messages.is_empty() {
-        store_all(shared, user, state, &messages);
+        store_all(shared, user, state, &messages, true);
     }
 }
 
@@ -619,14 +735,22 @@ fn apply_outputs(shared: &Shared, user: &User, state: &mut UserState, outputs: &
 /// E is stored in the next day (before it, the watcher is awaited up to
 /// that command), and once E is known with this queue empty, every
 /// output of the day has been stored and the day can close.
-fn event_loop(shared: &Shared, user: &User, handle: SessionHandle) {
+fn event_loop(
+    shared: &Shared,
+    user: &User,
+    handle: SessionHandle,
+    prelude: Vec<Output>,
+    mut applied: usize,
+) {
     let mut batch: Vec<Output> = Vec::new();
     let mut pending: Option<Output> = None;
-    // Day ends of this run already applied.
-    let mut applied = 0usize;
+    // Outputs regenerated from the journal come first.
+    let mut prelude = Some(prelude).filter(|p| !p.is_empty());
     'events: while !shared.stop.load(Ordering::Acquire) {
         batch.clear();
-        if let Some(output) = pending.take() {
+        if let Some(outputs) = prelude.take() {
+            batch.extend(outputs);
+        } else if let Some(output) = pending.take() {
             batch.push(output);
         } else {
             crossbeam_channel::select! {
@@ -661,20 +785,20 @@ fn event_loop(shared: &Shared, user: &User, handle: SessionHandle) {
                 }
                 apply_outputs(shared, user, &mut state, &batch[from..i]);
                 from = i;
-                roll_over(shared, user, &mut state, timestamp_ns);
+                roll_over(shared, user, &mut state, end, timestamp_ns);
                 applied += 1;
             }
         }
         apply_outputs(shared, user, &mut state, &batch[from..]);
         // A known day end with nothing queued: all its outputs are stored.
-        while let Some((_, timestamp_ns)) = shared.day_end(applied) {
+        while let Some((end, timestamp_ns)) = shared.day_end(applied) {
             match handle.receiver.try_recv() {
                 Ok(output) => {
                     pending = Some(output);
                     break;
                 }
                 Err(TryRecvError::Empty) => {
-                    roll_over(shared, user, &mut state, timestamp_ns);
+                    roll_over(shared, user, &mut state, end, timestamp_ns);
                     applied += 1;
                 }
                 Err(TryRecvError::Disconnected) => break,
@@ -958,7 +1082,7 @@ fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
         Err(_) => {
             count(&stats.malformed_messages);
             let answer = rejected(token_hint(bytes), reject::MALFORMED);
-            store_all(shared, user, &mut state, &[answer]);
+            store_all(shared, user, &mut state, &[answer], false);
             return;
         }
     };
@@ -968,15 +1092,35 @@ fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
             new_token,
             token,
         } => {
+            // The intent goes on file (and with fsync to disk) before the
+            // engine can journal the command, so outputs the store misses
+            // can be regenerated from the journal (see `regen`).
+            let tag = crate::book::command_tag(&command);
+            if let Err(error) = state.today.store.append_intent(tag, bytes) {
+                count(&stats.store_failures);
+                state.failed = Some(error.to_string());
+                user.changed.notify_all();
+                return;
+            }
             if user.submitter.submit(command).is_ok() {
                 count(&stats.commands_submitted);
             } else {
                 count(&stats.busy_rejections);
+                if let Err(error) = state.today.store.void_last_intent() {
+                    count(&stats.store_failures);
+                    state.failed = Some(error.to_string());
+                }
                 if let Some(index) = new_token {
                     state.today.book.release(index);
                 }
                 if new_token.is_some() {
-                    store_all(shared, user, &mut state, &[rejected(token, reject::BUSY)]);
+                    store_all(
+                        shared,
+                        user,
+                        &mut state,
+                        &[rejected(token, reject::BUSY)],
+                        false,
+                    );
                 }
             }
         }
@@ -986,7 +1130,7 @@ fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
             } else {
                 count(&stats.invalid_fields);
             }
-            store_all(shared, user, &mut state, &[rejected(token, reason)]);
+            store_all(shared, user, &mut state, &[rejected(token, reason)], false);
         }
         Step::Ignore => count(&stats.ignored_cancels),
     }

@@ -7,10 +7,25 @@
 //! writer only tails the store), so what was sent is always on file, and a
 //! client asking for sequence N after a gateway restart gets the same
 //! bytes. Durability: each append is one `write` (in the OS page cache);
-//! with `fsync` set it is also `fdatasync`ed. Without fsync a machine crash
-//! can lose the tail: those messages derive from engine events already
-//! durable in the journal, so they could be regenerated from it (not done
-//! here: see NOTES.md). A torn last record is cut off at open.
+//! with `fsync` set it is also `fdatasync`ed before anyone can see it.
+//!
+//! Besides messages the file holds *meta records* (length word with the
+//! high bit set, then a kind byte; they carry no sequence number), which
+//! let the gateway regenerate outputs the engine journaled but the store
+//! never got (see NOTES.md, "Durability"):
+//! - **Intent** `'I'`, tag, inbound OUCH message: written under the user's
+//!   lock right after the command was handed to the engine, so before any
+//!   output of it can be stored;
+//! - **Mark** `'M'`, engine seq S, outputs n, answered k: written with each
+//!   batch of messages derived from engine outputs: every output for this
+//!   user of commands before S and the first n of command S are reflected
+//!   above, and the first k intents of this file have been answered;
+//! - **Void** `'V'`: the last intent never reached the engine (queue full);
+//! - **Day start** `'D'`, engine seq E of the `DayEnded` that opened this
+//!   day (0 for the first day).
+//!
+//! A torn last record (or a run of zero bytes a power loss can leave) is
+//! cut off at open.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -46,11 +61,51 @@ impl std::error::Error for StoreError {}
 /// Largest message the store accepts (the biggest OUCH message is 80).
 pub const MAX_MESSAGE_BYTES: usize = 1024;
 
+/// High bit of the length word: a meta record, not a message.
+const META: u16 = 0x8000;
+const INTENT: u8 = b'I';
+const MARK: u8 = b'M';
+const DAY_START: u8 = b'D';
+const VOID: u8 = b'V';
+
+/// How far the store reflects the engine's outputs for its user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mark {
+    /// Engine sequence number of the last command with stored outputs.
+    pub seq: u64,
+    /// How many outputs of command `seq` (in routing order) are stored.
+    pub outputs: u64,
+    /// How many intents of this file have been answered by the engine.
+    pub answered: u64,
+}
+
+/// An inbound message handed to the engine, with the command's tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    pub tag: u64,
+    pub message: Box<[u8]>,
+    /// Messages stored before it (its place among them).
+    pub after_messages: u64,
+}
+
 pub struct MessageStore {
     path: PathBuf,
     file: File,
     fsync: bool,
     messages: Vec<Box<[u8]>>,
+    intents: Vec<Intent>,
+    mark: Option<Mark>,
+    day_start: Option<u64>,
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
+}
+
+fn meta_record(payload: &[u8], out: &mut Vec<u8>) {
+    let length = u16::try_from(payload.len()).expect("meta records are small") | META;
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(payload);
 }
 
 impl MessageStore {
@@ -68,20 +123,52 @@ impl MessageStore {
             .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
-        let mut messages = Vec::new();
+        let mut messages: Vec<Box<[u8]>> = Vec::new();
+        let mut intents = Vec::new();
+        let mut mark = None;
+        let mut day_start = None;
         let mut at = 0usize;
         while let [high, low, ..] = bytes[at..] {
-            let length = usize::from(u16::from_be_bytes([high, low]));
-            if length == 0 || length > MAX_MESSAGE_BYTES {
-                return Err(StoreError::Corrupt {
-                    path: path.to_path_buf(),
-                    offset_bytes: at as u64,
-                });
+            let word = u16::from_be_bytes([high, low]);
+            let corrupt = || StoreError::Corrupt {
+                path: path.to_path_buf(),
+                offset_bytes: at as u64,
+            };
+            if word == 0 {
+                // Zeros where a record should be: what a power loss can
+                // leave past the last synced byte. The rest is a torn tail.
+                break;
             }
-            let Some(message) = bytes.get(at + 2..at + 2 + length) else {
+            let length = usize::from(word & !META);
+            if length == 0 || length > MAX_MESSAGE_BYTES {
+                return Err(corrupt());
+            }
+            let Some(record) = bytes.get(at + 2..at + 2 + length) else {
                 break;
             };
-            messages.push(message.into());
+            if word & META == 0 {
+                messages.push(record.into());
+            } else {
+                match (record[0], record.len()) {
+                    (VOID, 1) => {
+                        intents.pop();
+                    }
+                    (INTENT, n) if n > 9 => intents.push(Intent {
+                        tag: be_u64(&record[1..]),
+                        message: record[9..].into(),
+                        after_messages: messages.len() as u64,
+                    }),
+                    (MARK, 25) => {
+                        mark = Some(Mark {
+                            seq: be_u64(&record[1..]),
+                            outputs: be_u64(&record[9..]),
+                            answered: be_u64(&record[17..]),
+                        })
+                    }
+                    (DAY_START, 9) => day_start = Some(be_u64(&record[1..])),
+                    _ => return Err(corrupt()),
+                }
+            }
             at += 2 + length;
         }
         if at < bytes.len() {
@@ -95,7 +182,83 @@ impl MessageStore {
             file,
             fsync,
             messages,
+            intents,
+            mark,
+            day_start,
         })
+    }
+
+    /// The last mark written (none in a file from before marks existed).
+    pub fn mark(&self) -> Option<Mark> {
+        self.mark
+    }
+
+    /// The engine sequence number of the `DayEnded` that opened this day.
+    pub fn day_start(&self) -> Option<u64> {
+        self.day_start
+    }
+
+    /// Every intent of this file, in the order written.
+    pub fn intents(&self) -> &[Intent] {
+        &self.intents
+    }
+
+    /// Records the command just handed to the engine (one write; with
+    /// `fsync` also an `fdatasync`, so that it is durable before the
+    /// journal can be).
+    pub fn append_intent(&mut self, tag: u64, message: &[u8]) -> Result<(), StoreError> {
+        if message.is_empty() || message.len() + 9 > MAX_MESSAGE_BYTES {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                offset_bytes: 0,
+            });
+        }
+        let mut payload = Vec::with_capacity(9 + message.len());
+        payload.push(INTENT);
+        payload.extend_from_slice(&tag.to_be_bytes());
+        payload.extend_from_slice(message);
+        let mut record = Vec::with_capacity(2 + payload.len());
+        meta_record(&payload, &mut record);
+        self.write(&record)?;
+        self.intents.push(Intent {
+            tag,
+            message: message.into(),
+            after_messages: self.len(),
+        });
+        Ok(())
+    }
+
+    /// Takes back the last intent: its command never reached the engine
+    /// (queue full).
+    pub fn void_last_intent(&mut self) -> Result<(), StoreError> {
+        let mut record = Vec::new();
+        meta_record(&[VOID], &mut record);
+        self.write(&record)?;
+        self.intents.pop();
+        Ok(())
+    }
+
+    /// Records the day's opening `DayEnded` sequence number.
+    pub fn append_day_start(&mut self, seq: u64) -> Result<(), StoreError> {
+        let mut payload = vec![DAY_START];
+        payload.extend_from_slice(&seq.to_be_bytes());
+        let mut record = Vec::new();
+        meta_record(&payload, &mut record);
+        self.write(&record)?;
+        self.day_start = Some(seq);
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let io = |error| StoreError::Io {
+            path: self.path.clone(),
+            error,
+        };
+        self.file.write_all(bytes).map_err(io)?;
+        if self.fsync {
+            self.file.sync_data().map_err(io)?;
+        }
+        Ok(())
     }
 
     /// Number of stored messages: the sequence number of the last one.
@@ -122,10 +285,17 @@ impl MessageStore {
     /// for the whole group (never one per message); returns the sequence
     /// number of the last.
     pub fn append_all(&mut self, messages: &[&[u8]]) -> Result<u64, StoreError> {
-        let io = |error| StoreError::Io {
-            path: self.path.clone(),
-            error,
-        };
+        self.append_marked(messages, None)
+    }
+
+    /// Appends messages and, after them, `mark`, all in one write (and
+    /// with fsync one `fdatasync`); returns the sequence number of the
+    /// last message.
+    pub fn append_marked(
+        &mut self,
+        messages: &[&[u8]],
+        mark: Option<Mark>,
+    ) -> Result<u64, StoreError> {
         let mut records = Vec::with_capacity(messages.iter().map(|m| 2 + m.len()).sum());
         for message in messages {
             let length = u16::try_from(message.len())
@@ -138,12 +308,19 @@ impl MessageStore {
             records.extend_from_slice(&length.to_be_bytes());
             records.extend_from_slice(message);
         }
-        self.file.write_all(&records).map_err(io)?;
-        if self.fsync {
-            self.file.sync_data().map_err(io)?;
+        if let Some(mark) = mark {
+            let mut payload = vec![MARK];
+            for value in [mark.seq, mark.outputs, mark.answered] {
+                payload.extend_from_slice(&value.to_be_bytes());
+            }
+            meta_record(&payload, &mut records);
         }
+        self.write(&records)?;
         for message in messages {
             self.messages.push((*message).into());
+        }
+        if mark.is_some() {
+            self.mark = mark;
         }
         Ok(self.len())
     }
@@ -195,6 +372,50 @@ mod tests {
         let store = MessageStore::open(&path, false).unwrap();
         let all: Vec<&[u8]> = store.messages().collect();
         assert_eq!(all, vec![&b"first"[..], b"second", b"third"]);
+    }
+
+    #[test]
+    fn meta_records_are_kept_apart_from_messages() {
+        let path = temp("meta");
+        let mut store = MessageStore::open(&path, false).unwrap();
+        store.append_day_start(7).unwrap();
+        store.append(b"first").unwrap();
+        store.append_intent(42, b"OTOKEN").unwrap();
+        let mark = Mark {
+            seq: 9,
+            outputs: 2,
+            answered: 1,
+        };
+        assert_eq!(
+            store
+                .append_marked(&[b"second", b"third"], Some(mark))
+                .unwrap(),
+            3
+        );
+        store.append_intent(43, b"XTOKEN2").unwrap();
+        store.append_intent(44, b"XTOKEN3").unwrap();
+        store.void_last_intent().unwrap();
+        drop(store);
+        let written = std::fs::metadata(&path).unwrap().len();
+        // Zeros after the last record (a power loss) are a torn tail.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[0; 40]).unwrap();
+        drop(file);
+        let store = MessageStore::open(&path, false).unwrap();
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.get(3), Some(&b"third"[..]));
+        assert_eq!(store.mark(), Some(mark));
+        assert_eq!(store.day_start(), Some(7));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), written);
+        let intents: Vec<(u64, &[u8], u64)> = store
+            .intents()
+            .iter()
+            .map(|i| (i.tag, &i.message[..], i.after_messages))
+            .collect();
+        assert_eq!(
+            intents,
+            vec![(42, &b"OTOKEN"[..], 1), (43, &b"XTOKEN2"[..], 3)]
+        );
     }
 
     #[test]

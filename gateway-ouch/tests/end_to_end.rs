@@ -829,17 +829,205 @@ fn day_rollover_at_the_engine_end_of_day() {
     expect_canceled(&mut alice, "G2", 15, b'U');
     alice.ouch(cancel("I1", 0));
     expect_canceled(&mut alice, "I1", 5, b'U');
-    let day_1 = std::fs::read(ouch_dir.join("ALICE.day-1.msgs")).unwrap();
-    let mut stored = Vec::new();
-    let mut at = 0;
-    while at < day_1.len() {
-        let length = usize::from(u16::from_be_bytes([day_1[at], day_1[at + 1]]));
-        stored.push(day_1[at + 2..at + 2 + length].to_vec());
-        at += 2 + length;
-    }
+    let day_1 =
+        brokerx_gateway_ouch::store::MessageStore::open(&ouch_dir.join("ALICE.day-1.msgs"), false)
+            .unwrap();
+    let stored: Vec<Vec<u8>> = day_1.messages().map(<[u8]>::to_vec).collect();
     let sent: Vec<Vec<u8>> = alice_day_1.into_iter().map(|(_, bytes)| bytes).collect();
     assert_eq!(stored, sent, "day 1 archive = what day 1's session sent");
     assert!(ouch_dir.join("ALICE.day-2.msgs").exists());
     drop(alice);
     drop(server);
+}
+
+/// Starts a pipeline on an existing data directory (no setup commands).
+fn reopen_pipeline(dir: &Path) -> Arc<Pipeline> {
+    let mut config = PipelineConfig::new(dir.join("engine"));
+    config.segment_bytes = 1 << 20;
+    config.durable = false;
+    config.wait = WaitStrategy::Park {
+        spins: 100,
+        timeout: Duration::from_millis(5),
+    };
+    Arc::new(Pipeline::start(config, EngineConfig::default()).unwrap())
+}
+
+/// Rewrites a store file as a crash would have left it if the user's event
+/// thread had stored nothing after its `keep`-th message: later messages
+/// and marks are dropped, intents (written by the session reader before
+/// each command went to the engine) stay; then a torn half record.
+fn cut_store(path: &Path, keep: usize) {
+    let bytes = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut messages = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let word = u16::from_be_bytes([bytes[at], bytes[at + 1]]);
+        let length = usize::from(word & 0x7fff);
+        let record = &bytes[at..at + 2 + length];
+        let meta = word & 0x8000 != 0;
+        if !meta {
+            messages += 1;
+        }
+        // A mark is written with the messages before it: it stays with
+        // them.
+        let kept = messages <= keep || (meta && matches!(record[2], b'I' | b'V' | b'D'));
+        if kept {
+            out.extend_from_slice(record);
+        }
+        at += 2 + length;
+    }
+    assert!(messages > keep, "nothing to cut");
+    out.extend_from_slice(&[0, 45, b'E', 1, 2]);
+    std::fs::write(path, out).unwrap();
+}
+
+fn stored_messages(path: &Path) -> Vec<Vec<u8>> {
+    brokerx_gateway_ouch::store::MessageStore::open(path, false)
+        .unwrap()
+        .messages()
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The outputs of journaled commands that a crash kept out of the stores
+/// are rebuilt from the journal at start: a client logging in from 1 gets
+/// byte for byte what was sent before, then what it never got.
+fn regenerates_the_missing_tail(with_end_of_day: bool) {
+    let dir = temp_dir(if with_end_of_day {
+        "regen-eod"
+    } else {
+        "regen"
+    });
+    let ouch_dir = dir.join("ouch");
+    let pipeline = start_pipeline(&dir);
+    let server = start_server(&pipeline, ouch_config(&dir));
+    let addr = server.local_addr();
+    let mut alice = Client::login(addr, "ALICE", "alicepw", 1).unwrap();
+    let mut bob = Client::login(addr, "BOB", "bobpw", 1).unwrap();
+    expect_system_event(&mut alice, b'S');
+    expect_system_event(&mut bob, b'S');
+    alice.ouch(enter("A1", b'S', 10, PRICE, TIF_SYSTEM_HOURS));
+    expect_accepted(&mut alice, "A1");
+    alice.ouch(enter("A2", b'S', 10, PRICE + 100, TIF_SYSTEM_HOURS));
+    expect_accepted(&mut alice, "A2");
+    alice.ouch(enter("D1", b'S', 7, PRICE + 3_000, TIF_MARKET_HOURS));
+    expect_accepted(&mut alice, "D1");
+    bob.ouch(enter("BAD", b'X', 1, PRICE, TIF_SYSTEM_HOURS));
+    expect_rejected(&mut bob, "BAD", b's');
+    bob.ouch(enter("B1", b'B', 15, PRICE + 100, TIF_MARKET_HOURS));
+    expect_accepted(&mut bob, "B1");
+    for _ in 0..2 {
+        assert!(matches!(alice.message(), Outbound::Executed { .. }));
+        assert!(matches!(bob.message(), Outbound::Executed { .. }));
+    }
+    alice.ouch(cancel("A2", 2));
+    expect_canceled(&mut alice, "A2", 3, b'U');
+    bob.ouch(enter("B2", b'B', 100, PRICE - 100_000, TIF_SYSTEM_HOURS));
+    expect_accepted(&mut bob, "B2");
+    if with_end_of_day {
+        assert_eq!(end_of_day(&pipeline), 1);
+        expect_canceled(&mut alice, "D1", 7, b'T');
+        expect_system_event(&mut alice, b'E');
+        alice.end_of_session();
+        expect_system_event(&mut bob, b'E');
+        bob.end_of_session();
+    } else {
+        drop(alice);
+        // Bob cancels on disconnect: wait for it, so the stores are what
+        // the clients saw.
+        let next = bob.next_sequence;
+        bob.logout();
+        let mut bob = Client::login_retry(addr, "BOB", "bobpw", next);
+        expect_canceled(&mut bob, "B2", 100, b'U');
+    }
+    server.shutdown();
+    drop(server);
+    pipeline.shutdown().unwrap().unwrap();
+    drop(pipeline);
+
+    // What the stores held (what the clients were sent), then the crash.
+    let mut before = Vec::new();
+    for (user, keep) in [("ALICE", 3), ("BOB", 2)] {
+        let live = brokerx_gateway_ouch::day::live_path(&ouch_dir, user);
+        if with_end_of_day {
+            let archive = brokerx_gateway_ouch::day::archive_path(&ouch_dir, user, 1);
+            before.push((stored_messages(&archive), stored_messages(&live), user));
+            // The day had not closed on disk either.
+            std::fs::rename(&archive, &live).unwrap();
+            std::fs::remove_file(brokerx_gateway_ouch::day::open_orders_path(
+                &ouch_dir, user, 2,
+            ))
+            .unwrap();
+        } else {
+            before.push((stored_messages(&live), Vec::new(), user));
+        }
+        cut_store(&live, keep);
+        assert_eq!(stored_messages(&live).len(), keep);
+    }
+
+    let pipeline = reopen_pipeline(&dir);
+    let server = start_server(&pipeline, ouch_config(&dir));
+    let addr = server.local_addr();
+    let stats = server.stats();
+    assert!(stats.outputs_regenerated >= 8, "{stats:?}");
+    assert_eq!(stats.regeneration_orphans, 0, "{stats:?}");
+    if with_end_of_day {
+        wait_for("both days closed again", || server.stats().days_closed == 2);
+    }
+    for (day_1, day_2, user) in before {
+        let password = if user == "ALICE" { "alicepw" } else { "bobpw" };
+        let mut client = Client::login_retry(addr, user, password, 1);
+        if with_end_of_day {
+            let archive = brokerx_gateway_ouch::day::archive_path(&ouch_dir, user, 1);
+            assert_eq!(stored_messages(&archive), day_1, "{user} day 1");
+            assert_eq!(&client.session, b"BRKX000002");
+            for _ in 0..day_2.len() {
+                client.message();
+            }
+            let got: Vec<Vec<u8>> = client.received.iter().map(|(_, b)| b.clone()).collect();
+            assert_eq!(got, day_2, "{user} day 2");
+        } else {
+            for _ in 0..day_1.len() {
+                client.message();
+            }
+            let sequences: Vec<u64> = client.received.iter().map(|(n, _)| *n).collect();
+            assert_eq!(sequences, (1..=day_1.len() as u64).collect::<Vec<_>>());
+            let got: Vec<Vec<u8>> = client.received.iter().map(|(_, b)| b.clone()).collect();
+            assert_eq!(got, day_1, "{user}: same bytes, no gap, no duplicate");
+        }
+        client.quiet(Duration::from_millis(200));
+    }
+    // The rebuilt token state is whole: the open orders cancel, their
+    // tokens are still duplicates. (Bob's B2 went with his cancel on
+    // disconnect when the comparing client left.)
+    let mut alice = Client::login_retry(addr, "ALICE", "alicepw", 0);
+    alice.ouch(cancel("A2", 0));
+    expect_canceled(&mut alice, "A2", 2, b'U');
+    let mut bob = Client::login_retry(addr, "BOB", "bobpw", 0);
+    bob.ouch(enter("B2", b'B', 1, PRICE, TIF_SYSTEM_HOURS));
+    expect_rejected(&mut bob, "B2", b'd');
+    if !with_end_of_day {
+        alice.ouch(cancel("D1", 0));
+        expect_canceled(&mut alice, "D1", 7, b'U');
+    }
+    drop(server);
+}
+
+#[test]
+fn missing_store_tail_is_regenerated_from_the_journal() {
+    regenerates_the_missing_tail(false);
+}
+
+#[test]
+fn missing_store_tail_across_an_end_of_day_is_regenerated() {
+    regenerates_the_missing_tail(true);
 }

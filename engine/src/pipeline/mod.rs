@@ -26,7 +26,7 @@ pub use recovery::{
     journal_dir, load_snapshot, parse_snapshot, recover, replay_journal, snapshot_dir, Recovered,
     RecoveryError, SnapshotHeader,
 };
-pub use routing::{Output, SessionHandle, SessionId, Subscription};
+pub use routing::{accounts_of, Output, SessionHandle, SessionId, Subscription};
 
 use crate::codec::encode_command;
 use crate::state::StableHasher;
@@ -215,6 +215,8 @@ pub struct Pipeline {
     shared: Arc<Shared>,
     handle: Mutex<Option<JoinHandle<Result<Finished, JournalError>>>>,
     pub recovered: Recovered,
+    data_dir: PathBuf,
+    engine_config: crate::EngineConfig,
 }
 
 impl Pipeline {
@@ -260,7 +262,20 @@ impl Pipeline {
             shared,
             handle: Mutex::new(Some(handle)),
             recovered,
+            data_dir: config.data_dir.clone(),
+            engine_config,
         })
+    }
+
+    /// The data directory (journal and snapshots) this pipeline runs on:
+    /// consumers that rebuild history replay its journal.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The engine configuration, for a scratch engine replaying the journal.
+    pub fn engine_config(&self) -> crate::EngineConfig {
+        self.engine_config
     }
 
     pub fn stats(&self) -> &PipelineStats {
@@ -369,7 +384,8 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
     let mut record: Vec<u8> = Vec::with_capacity(128);
     let mut idle_spins = 0u32;
     loop {
-        apply_controls(&shared, &mut router);
+        // Everything sequenced so far has been published.
+        apply_controls(&shared, &mut router, state.seq);
         while batch.len() < state.config.batch_max {
             match shared.ring.pop() {
                 Some(inbound) => batch.push(inbound),
@@ -425,7 +441,7 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
         // Publish, now that every input of the batch is durable. A session
         // registered before it submitted is visible here: its registration
         // happened before its push, which happened before our pop.
-        apply_controls(&shared, &mut router);
+        apply_controls(&shared, &mut router, state.seq - batch_commands);
         let mut start = 0;
         for item in pending.drain(..) {
             let slice = &events[start..item.events_end];
@@ -469,12 +485,13 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
 }
 
 /// Registers and unregisters sessions asked for since the last call.
-fn apply_controls(shared: &Shared, router: &mut Router) {
+/// `published`: the last sequence number whose outputs are all out.
+fn apply_controls(shared: &Shared, router: &mut Router, published: u64) {
     if shared.has_control.swap(false, Ordering::AcqRel) {
         let controls = std::mem::take(&mut *shared.control.lock().expect("not poisoned"));
         for control in controls {
             match control {
-                Control::Register(subscription) => router.register(subscription),
+                Control::Register(subscription) => router.register(subscription, published),
                 Control::Unregister(session) => router.unregister(session),
             }
         }

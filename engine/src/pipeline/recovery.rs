@@ -173,6 +173,10 @@ pub fn replay_journal(
         *event_count += events.len() as u64;
         on_step(&command, &events);
         replayed += 1;
+        if until == Some(seq) {
+            // Do not read past `until`: the live journal may be mid-write.
+            break;
+        }
     }
     Ok(replayed)
 }

@@ -7,7 +7,9 @@ use crate::Event;
 use brokerx_risk::AccountId;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(pub u64);
@@ -32,6 +34,7 @@ pub struct Subscription {
     accounts: Vec<AccountId>,
     everything: bool,
     cut_reason: Arc<Mutex<Option<String>>>,
+    registered: Arc<AtomicU64>,
 }
 
 /// The consumer side: outputs arrive on `receiver`. When the engine cuts a
@@ -40,11 +43,34 @@ pub struct SessionHandle {
     pub id: SessionId,
     pub receiver: Receiver<Output>,
     cut_reason: Arc<Mutex<Option<String>>>,
+    /// 0 until the engine thread has registered the session, then the
+    /// last sequence number published before it, plus one.
+    registered: Arc<AtomicU64>,
 }
 
 impl SessionHandle {
     pub fn cut_reason(&self) -> Option<String> {
         self.cut_reason.lock().expect("not poisoned").clone()
+    }
+
+    /// Once the engine thread has registered the session: the sequence
+    /// number P of the last command whose outputs were published before
+    /// the registration. The session receives outputs of exactly the
+    /// commands after P, so a consumer that must see every command can
+    /// read commands up to P from the journal. `None` if the engine has
+    /// not registered it within `timeout` (e.g. it has stopped).
+    pub fn registered_after(&self, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.registered.load(Ordering::Acquire);
+            if value > 0 {
+                return Some(value - 1);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 }
 
@@ -56,23 +82,27 @@ pub(crate) fn subscription(
 ) -> (Subscription, SessionHandle) {
     let (sender, receiver) = crossbeam_channel::bounded(capacity);
     let cut_reason = Arc::new(Mutex::new(None));
+    let registered = Arc::new(AtomicU64::new(0));
     let subscription = Subscription {
         id,
         sender,
         accounts: accounts.to_vec(),
         everything,
         cut_reason: cut_reason.clone(),
+        registered: registered.clone(),
     };
     let handle = SessionHandle {
         id,
         receiver,
         cut_reason,
+        registered,
     };
     (subscription, handle)
 }
 
-/// The accounts an event concerns (at most two).
-fn accounts_of(event: &Event) -> [Option<AccountId>; 2] {
+/// The accounts an event concerns (at most two): a session subscribed to
+/// one of them receives the event whoever caused it.
+pub fn accounts_of(event: &Event) -> [Option<AccountId>; 2] {
     match *event {
         Event::Trade {
             maker_account,
@@ -109,8 +139,13 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn register(&mut self, subscription: Subscription) {
+    /// `published`: the last sequence number whose outputs have all been
+    /// published (the session gets those of later commands only).
+    pub(crate) fn register(&mut self, subscription: Subscription, published: u64) {
         let id = subscription.id;
+        subscription
+            .registered
+            .store(published + 1, Ordering::Release);
         for account in &subscription.accounts {
             self.by_account.entry(*account).or_default().push(id);
         }
