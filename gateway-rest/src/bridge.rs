@@ -1,0 +1,452 @@
+//! The bridge to the engine pipeline: one engine session for the whole
+//! gateway (it receives every event, so it also drives the read model).
+//!
+//! - **Submit**: handlers call [`Bridge::request`]; the command is pushed
+//!   to the ring and a completion queued under one lock, so the queue's
+//!   order is the sequencer's order. Every command yields at least one
+//!   event, the last one flagged, which completes the queue's head.
+//! - **Consume**: one thread drains the session's outputs, folds them into
+//!   the read model (`projection::State`), queues SQLite writes in order,
+//!   fans stream messages out to WebSocket subscribers, and only then
+//!   completes the pending requests, so a handler that got its reply reads
+//!   a read model that already includes it.
+//! - **History**: before going live, the read model is seeded from a
+//!   scratch engine rebuilt from the newest snapshot plus the journal (the
+//!   same functions recovery uses). The session connects first, so nothing
+//!   sequenced afterwards is missed; a gap (the gateway started after
+//!   others submitted) is filled from the journal on the first output.
+
+use crate::db::Db;
+use crate::projection::{order_from_store, Effects, State, StreamItem, Write};
+use brokerx_engine::pipeline::{
+    load_snapshot, replay_journal, Busy, Output, Pipeline, SessionHandle, Submitter,
+};
+use brokerx_engine::state::StableHasher;
+use brokerx_engine::{Command, Engine, EngineConfig};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+type Completion = tokio::sync::oneshot::Sender<Vec<Output>>;
+
+pub struct Bridge {
+    pub state: Arc<RwLock<State>>,
+    submitter: Submitter,
+    pending: Arc<Mutex<VecDeque<Completion>>>,
+    pub stream_tx: tokio::sync::broadcast::Sender<StreamItem>,
+    live: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    pipeline: Arc<Pipeline>,
+    session: brokerx_engine::pipeline::SessionId,
+    next_tag: AtomicU64,
+    pub db: Db,
+}
+
+#[derive(Debug)]
+pub enum RequestError {
+    /// The ring is full.
+    Busy,
+    /// The bridge is not connected (cut off or stopping).
+    Down,
+}
+
+impl From<Busy> for RequestError {
+    fn from(_: Busy) -> RequestError {
+        RequestError::Busy
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Rebuilds the engine at `until` (or the journal's end) in a scratch
+/// engine from the newest snapshot plus the journal.
+fn scratch_engine(
+    data_dir: &Path,
+    config: EngineConfig,
+    engine: Option<Engine>,
+    until: Option<u64>,
+) -> Result<Engine, String> {
+    let mut engine = match engine {
+        Some(engine) => engine,
+        None => match load_snapshot(data_dir).map_err(|e| e.to_string())? {
+            Some((_, engine, _)) => engine,
+            None => Engine::new(config),
+        },
+    };
+    let mut hasher = StableHasher::default();
+    let mut count = 0u64;
+    replay_journal(
+        data_dir,
+        &mut engine,
+        &mut hasher,
+        &mut count,
+        until,
+        |_, _| {},
+    )
+    .map_err(|e| format!("journal replay: {e}"))?;
+    Ok(engine)
+}
+
+fn load_store(db: &Db, state: &mut State) -> Result<(), String> {
+    type Loaded = (
+        Vec<String>,
+        Vec<(u32, u32, u64, String)>,
+        Vec<(u32, u64)>,
+        Vec<(u32, String)>,
+    );
+    let loaded: Result<Loaded, rusqlite::Error> = db
+        .call_blocking(|c| {
+            let orders = c
+                .prepare("SELECT body FROM orders ORDER BY order_id")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let costs = c
+                .prepare("SELECT account, symbol, qty, cost FROM cost_basis")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let seqs = c
+                .prepare("SELECT account, MAX(seq) FROM stream GROUP BY account")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let trades = c
+                .prepare("SELECT symbol, body FROM trades ORDER BY match_id DESC LIMIT 2000")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((orders, costs, seqs, trades))
+        })
+        .map_err(|_| "sqlite thread gone".to_string())?;
+    let (orders, costs, seqs, trades) = loaded.map_err(|e| format!("sqlite: {e}"))?;
+    for body in orders {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&body) else {
+            continue;
+        };
+        if let Some(order) = order_from_store(&value) {
+            state
+                .client_ids
+                .insert((order.account, order.client_order_id.clone()), order.id);
+            state
+                .account_orders
+                .entry(order.account)
+                .or_default()
+                .push(order.id);
+            state.orders.insert(order.id, order);
+        }
+    }
+    for (account, symbol, _qty, cost) in costs {
+        let position = state
+            .accounts
+            .entry(account)
+            .or_default()
+            .positions
+            .entry(symbol)
+            .or_default();
+        position.cost = cost.parse().unwrap_or(0);
+    }
+    for (account, seq) in seqs {
+        state.stream_seq.insert(account, seq);
+    }
+    for (symbol, body) in trades.into_iter().rev() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+            continue;
+        };
+        let price = v["price"]
+            .as_str()
+            .and_then(|p| crate::money::parse_scaled(p, 4).ok());
+        let qty = v["qty"].as_str().and_then(|q| q.parse().ok());
+        if let (Some(price), Some(qty), Some(id)) = (price, qty, v["id"].as_u64()) {
+            state
+                .trades
+                .entry(symbol)
+                .or_default()
+                .push_back(crate::projection::TradeRec {
+                    match_id: id,
+                    symbol,
+                    price,
+                    qty,
+                    aggressor: if v["aggressor"] == "sell" {
+                        brokerx_engine::Side::Sell
+                    } else {
+                        brokerx_engine::Side::Buy
+                    },
+                    ts_ns: 0,
+                });
+        }
+    }
+    Ok(())
+}
+
+fn write_all(db: &Db, writes: Vec<Write>) {
+    if writes.is_empty() {
+        return;
+    }
+    db.send(move |c| {
+        let Ok(tx) = c.transaction() else {
+            return;
+        };
+        for write in writes {
+            let result = match write {
+                Write::Order {
+                    id,
+                    account,
+                    open,
+                    body,
+                } => tx.execute(
+                    "INSERT INTO orders (order_id, account, open, body) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(order_id) DO UPDATE SET open = ?3, body = ?4",
+                    rusqlite::params![id as i64, account, open, body],
+                ),
+                Write::Activity {
+                    seq,
+                    idx,
+                    account,
+                    kind,
+                    body,
+                } => tx.execute(
+                    "INSERT OR IGNORE INTO activities (seq, idx, account, kind, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![seq as i64, idx, account, kind, body],
+                ),
+                Write::Trade {
+                    match_id,
+                    symbol,
+                    body,
+                } => tx.execute(
+                    "INSERT OR IGNORE INTO trades (match_id, symbol, body) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![match_id as i64, symbol, body],
+                ),
+                Write::Stream { account, seq, body } => tx.execute(
+                    "INSERT OR IGNORE INTO stream (account, seq, body) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![account, seq as i64, &*body],
+                ),
+                Write::Cost {
+                    account,
+                    symbol,
+                    qty,
+                    cost,
+                } => tx.execute(
+                    "INSERT INTO cost_basis (account, symbol, qty, cost) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(account, symbol) DO UPDATE SET qty = ?3, cost = ?4",
+                    rusqlite::params![account, symbol, qty as i64, cost.to_string()],
+                ),
+            };
+            if let Err(e) = result {
+                eprintln!("{{\"level\":\"error\",\"msg\":\"read model write failed\",\"error\":\"{e}\"}}");
+            }
+        }
+        let _ = tx.commit();
+    });
+}
+
+impl Bridge {
+    /// Connects to the pipeline, seeds the read model from the journal,
+    /// and starts the consumer thread.
+    pub fn start(
+        pipeline: Arc<Pipeline>,
+        data_dir: PathBuf,
+        engine_config: EngineConfig,
+        names: BTreeMap<u32, String>,
+        db: Db,
+    ) -> Result<Arc<Bridge>, String> {
+        let (submitter, handle) = pipeline.connect(&[], true);
+        let session = handle.id;
+        let mut state = State::default();
+        let seeded = (|| -> Result<Engine, String> {
+            load_store(&db, &mut state)?;
+            let engine = scratch_engine(
+                &data_dir,
+                engine_config,
+                None,
+                Some(pipeline.recovered.last_seq),
+            )?;
+            state.seed(&engine, &names, crate::time::now_ns());
+            Ok(engine)
+        })();
+        let engine = match seeded {
+            Ok(engine) => engine,
+            Err(e) => {
+                pipeline.disconnect(session);
+                return Err(e);
+            }
+        };
+        let (stream_tx, _) = tokio::sync::broadcast::channel(4096);
+        let bridge = Arc::new(Bridge {
+            state: Arc::new(RwLock::new(state)),
+            submitter,
+            pending: Arc::default(),
+            stream_tx,
+            live: Arc::new(AtomicBool::new(true)),
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: Mutex::new(None),
+            pipeline: pipeline.clone(),
+            session,
+            next_tag: AtomicU64::new(crate::time::now_ns()),
+            db,
+        });
+        let consumer = Consumer {
+            bridge: bridge.clone(),
+            handle,
+            scratch: Some(engine),
+            data_dir,
+            engine_config,
+            names,
+            seeded_through: pipeline.recovered.last_seq,
+        };
+        let thread = std::thread::Builder::new()
+            .name("rest-bridge".into())
+            .spawn(move || consumer.run())
+            .map_err(|e| e.to_string())?;
+        *lock(&bridge.thread) = Some(thread);
+        Ok(bridge)
+    }
+
+    /// A fresh correlation tag for a command.
+    pub fn tag(&self) -> u64 {
+        self.next_tag.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire) && !self.pipeline.has_stopped()
+    }
+
+    pub fn durable_seq(&self) -> u64 {
+        self.pipeline.stats().durable_seq.load(Ordering::Acquire)
+    }
+
+    /// Submits `command` and waits for all of its events.
+    pub async fn request(&self, command: Command) -> Result<Vec<Output>, RequestError> {
+        if !self.is_live() {
+            return Err(RequestError::Down);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut pending = lock(&self.pending);
+            self.submitter.submit(command)?;
+            pending.push_back(tx);
+        }
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(outputs)) => Ok(outputs),
+            _ => Err(RequestError::Down),
+        }
+    }
+
+    /// Submits and waits, from a non-async thread.
+    pub fn request_blocking(&self, command: Command) -> Result<Vec<Output>, RequestError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut pending = lock(&self.pending);
+            self.submitter.submit(command)?;
+            pending.push_back(tx);
+        }
+        rx.blocking_recv().map_err(|_| RequestError::Down)
+    }
+
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = lock(&self.thread).take() {
+            let _ = thread.join();
+        }
+        self.pipeline.disconnect(self.session);
+    }
+}
+
+struct Consumer {
+    bridge: Arc<Bridge>,
+    handle: SessionHandle,
+    scratch: Option<Engine>,
+    data_dir: PathBuf,
+    engine_config: EngineConfig,
+    names: BTreeMap<u32, String>,
+    /// Outputs of commands up to here are already in the seeded state.
+    seeded_through: u64,
+}
+
+impl Consumer {
+    fn run(mut self) {
+        let mut batch: Vec<Output> = Vec::with_capacity(1024);
+        let mut collected: Vec<Output> = Vec::new();
+        let mut completions: Vec<(Completion, Vec<Output>)> = Vec::new();
+        let mut current_seq = 0u64;
+        let mut index_in_command = 0u32;
+        loop {
+            if self.bridge.stop.load(Ordering::Acquire) {
+                break;
+            }
+            match self.handle.receiver.recv_timeout(Duration::from_millis(50)) {
+                Ok(output) => batch.push(output),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    let reason = self.handle.cut_reason().unwrap_or_default();
+                    eprintln!("{{\"level\":\"error\",\"msg\":\"rest bridge cut off by the engine\",\"reason\":{reason:?}}}");
+                    self.bridge.live.store(false, Ordering::Release);
+                    lock(&self.bridge.pending).clear();
+                    break;
+                }
+            }
+            while batch.len() < 1024 {
+                match self.handle.receiver.try_recv() {
+                    Ok(output) => batch.push(output),
+                    Err(_) => break,
+                }
+            }
+            // A gap before the first live output: fill it from the journal.
+            if let Some(engine) = self.scratch.take() {
+                let first = batch[0].seq;
+                if first > self.seeded_through + 1 {
+                    match scratch_engine(
+                        &self.data_dir,
+                        self.engine_config,
+                        Some(engine),
+                        Some(first - 1),
+                    ) {
+                        Ok(engine) => {
+                            let mut state =
+                                self.bridge.state.write().unwrap_or_else(|e| e.into_inner());
+                            state.seed(&engine, &self.names, crate::time::now_ns());
+                            self.seeded_through = first - 1;
+                        }
+                        Err(e) => {
+                            eprintln!("{{\"level\":\"error\",\"msg\":\"rest read model gap fill failed\",\"error\":{e:?}}}");
+                        }
+                    }
+                }
+            }
+            let mut effects = Effects::default();
+            {
+                let mut state = self.bridge.state.write().unwrap_or_else(|e| e.into_inner());
+                for output in batch.drain(..) {
+                    if output.seq != current_seq {
+                        current_seq = output.seq;
+                        index_in_command = 0;
+                    } else {
+                        index_in_command += 1;
+                    }
+                    if output.seq > self.seeded_through {
+                        state.apply(&output, index_in_command, &mut effects);
+                    }
+                    if output.own {
+                        collected.push(output);
+                        if output.last {
+                            if let Some(tx) = lock(&self.bridge.pending).pop_front() {
+                                completions.push((tx, std::mem::take(&mut collected)));
+                            } else {
+                                collected.clear();
+                            }
+                        }
+                    }
+                }
+            }
+            write_all(&self.bridge.db, std::mem::take(&mut effects.writes));
+            for item in effects.stream {
+                let _ = self.bridge.stream_tx.send(item);
+            }
+            for (tx, outputs) in completions.drain(..) {
+                let _ = tx.send(outputs);
+            }
+        }
+    }
+}
