@@ -113,6 +113,8 @@ pub type Resumed = Option<(u64, Option<u64>)>;
 /// An intent whose answer is not in the store.
 #[derive(Clone, Copy, Debug)]
 pub struct PendingIntent {
+    /// Its index in the store's intents.
+    pub index: usize,
     /// The tag the command was sent with (in the journal).
     pub old_tag: u64,
     /// The command as the rebuilt book makes it (its tag is the one the
@@ -165,6 +167,7 @@ fn rebuild(
             Err(_) => None,
         };
         pending.push(PendingIntent {
+            index,
             old_tag: intent.tag,
             command,
         });

@@ -43,6 +43,9 @@ pub struct Rebuilt {
     pub unsequenced: Vec<u64>,
     /// Journal commands of ours that the rebuilt book could not map.
     pub orphans: u64,
+    /// Store indices of the intents the journal has (answered by
+    /// `outputs`), in order.
+    pub sequenced: Vec<usize>,
 }
 
 /// Everything regenerated at start.
@@ -161,6 +164,7 @@ fn step(
     } else if let Some(front) = window.pending.front().copied() {
         if ours && tag == front.old_tag {
             window.pending.pop_front();
+            user.sequenced.push(front.index);
             match front.command {
                 Some(mine) if with_tag(&mine, 0) == with_tag(&command.command, 0) => {
                     own = true;

@@ -437,6 +437,32 @@ impl OuchServer {
             stats
                 .regeneration_orphans
                 .fetch_add(rebuilt.orphans, Ordering::Relaxed);
+            // The file's intents become: the last answered one (its command
+            // may have outputs still to store) and those the journal has;
+            // the others never reached the engine.
+            let mut mark = mark;
+            let intents = today.store.intents();
+            let mut keep: Vec<crate::store::Intent> = Vec::new();
+            if let Some(last) = usize::try_from(mark.answered)
+                .ok()
+                .and_then(|k| k.checked_sub(1))
+                .and_then(|i| intents.get(i))
+            {
+                keep.push(last.clone());
+            }
+            mark.answered = keep.len() as u64;
+            keep.extend(
+                rebuilt
+                    .sequenced
+                    .iter()
+                    .filter_map(|&i| intents.get(i).cloned()),
+            );
+            if keep.len() != intents.len() || mark != today.store.mark().unwrap_or(mark) {
+                today
+                    .store
+                    .reset_intents(&keep, mark)
+                    .map_err(OuchError::Store)?;
+            }
             // Day ends this store has already been through.
             let applied = regenerated
                 .ends

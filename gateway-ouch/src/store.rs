@@ -21,6 +21,8 @@
 //!   user of commands before S and the first n of command S are reflected
 //!   above, and the first k intents of this file have been answered;
 //! - **Void** `'V'`: the last intent never reached the engine (queue full);
+//! - **Reset** `'R'`: forget the intents so far (the intents still to be
+//!   answered are written again after it, at start);
 //! - **Day start** `'D'`, engine seq E of the `DayEnded` that opened this
 //!   day (0 for the first day).
 //!
@@ -67,6 +69,7 @@ const INTENT: u8 = b'I';
 const MARK: u8 = b'M';
 const DAY_START: u8 = b'D';
 const VOID: u8 = b'V';
+const RESET: u8 = b'R';
 
 /// How far the store reflects the engine's outputs for its user.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -153,6 +156,7 @@ impl MessageStore {
                     (VOID, 1) => {
                         intents.pop();
                     }
+                    (RESET, 1) => intents.clear(),
                     (INTENT, n) if n > 9 => intents.push(Intent {
                         tag: be_u64(&record[1..]),
                         message: record[9..].into(),
@@ -235,6 +239,37 @@ impl MessageStore {
         meta_record(&[VOID], &mut record);
         self.write(&record)?;
         self.intents.pop();
+        Ok(())
+    }
+
+    /// Replaces the file's intents by `keep` (written again, after the
+    /// last message) and writes `mark`, in one write: at start, once the
+    /// journal has told which unanswered intents were sequenced.
+    pub fn reset_intents(&mut self, keep: &[Intent], mark: Mark) -> Result<(), StoreError> {
+        let mut records = Vec::new();
+        meta_record(&[RESET], &mut records);
+        for intent in keep {
+            let mut payload = Vec::with_capacity(9 + intent.message.len());
+            payload.push(INTENT);
+            payload.extend_from_slice(&intent.tag.to_be_bytes());
+            payload.extend_from_slice(&intent.message);
+            meta_record(&payload, &mut records);
+        }
+        let mut payload = vec![MARK];
+        for value in [mark.seq, mark.outputs, mark.answered] {
+            payload.extend_from_slice(&value.to_be_bytes());
+        }
+        meta_record(&payload, &mut records);
+        self.write(&records)?;
+        let after_messages = self.len();
+        self.intents = keep
+            .iter()
+            .map(|intent| Intent {
+                after_messages,
+                ..intent.clone()
+            })
+            .collect();
+        self.mark = Some(mark);
         Ok(())
     }
 
@@ -396,6 +431,14 @@ mod tests {
         store.append_intent(44, b"XTOKEN3").unwrap();
         store.void_last_intent().unwrap();
         drop(store);
+        let mut again = MessageStore::open(&path, false).unwrap();
+        let keep = again.intents()[1].clone();
+        let reset = Mark {
+            answered: 0,
+            ..mark
+        };
+        again.reset_intents(&[keep], reset).unwrap();
+        drop(again);
         let written = std::fs::metadata(&path).unwrap().len();
         // Zeros after the last record (a power loss) are a torn tail.
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
@@ -404,7 +447,7 @@ mod tests {
         let store = MessageStore::open(&path, false).unwrap();
         assert_eq!(store.len(), 3);
         assert_eq!(store.get(3), Some(&b"third"[..]));
-        assert_eq!(store.mark(), Some(mark));
+        assert_eq!(store.mark(), Some(reset));
         assert_eq!(store.day_start(), Some(7));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), written);
         let intents: Vec<(u64, &[u8], u64)> = store
@@ -412,10 +455,7 @@ mod tests {
             .iter()
             .map(|i| (i.tag, &i.message[..], i.after_messages))
             .collect();
-        assert_eq!(
-            intents,
-            vec![(42, &b"OTOKEN"[..], 1), (43, &b"XTOKEN2"[..], 3)]
-        );
+        assert_eq!(intents, vec![(43, &b"XTOKEN2"[..], 3)]);
     }
 
     #[test]

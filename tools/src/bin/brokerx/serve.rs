@@ -370,6 +370,11 @@ fn start_ouch(
         "ouch port listening on {} (OUCH 4.2 over SoupBinTCP 3.0)",
         server.local_addr()
     );
+    let stats = server.stats();
+    println!(
+        "ouch stores: {} outputs regenerated from the journal, {} unsequenced intents released, {} orphans",
+        stats.outputs_regenerated, stats.intents_unsequenced, stats.regeneration_orphans
+    );
     for user in &config.ouch_users {
         println!(
             "ouch login {:?} / {:?} -> account {}",
