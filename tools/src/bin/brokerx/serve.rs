@@ -338,11 +338,13 @@ fn start_ouch(
     use brokerx_gateway_ouch::{OuchConfig, OuchServer, OuchUser};
     let mut ouch = OuchConfig::new(config.server.data_dir.join("ouch"));
     // The journal is what makes an acknowledgement durable; the OUCH
-    // message store is written before each send (so a kill -9 loses
-    // nothing) but not fsynced per batch, which would put a second fsync
-    // per user in series with the journal's. See gateway-ouch/NOTES.md.
-    let _ = durable;
-    ouch.fsync = false;
+    // message store is written before each send and each command's intent
+    // before it reaches the engine, so after a kill -9 the stores are
+    // completed from the journal at start. Fsyncing them too (intent before
+    // submit, messages before send) also covers a power loss, at the cost
+    // of two more fsyncs per order: BROKERX_OUCH_FSYNC=1 with
+    // `--durability fsync`. See gateway-ouch/NOTES.md ("Durability").
+    ouch.fsync = durable && env("BROKERX_OUCH_FSYNC").is_some_and(|v| v == "1" || v == "true");
     ouch.symbols = config
         .symbols
         .iter()
