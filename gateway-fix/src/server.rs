@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +27,10 @@ pub struct FixConfig {
     pub poll_interval: Duration,
     /// How long to wait for the peer to close after our Logout.
     pub logout_timeout: Duration,
+    /// A connection that has not sent a valid Logon by then is closed.
+    pub logon_timeout: Duration,
+    /// Connections beyond this many are closed at once (each costs a thread).
+    pub max_connections: usize,
 }
 
 impl FixConfig {
@@ -38,6 +42,8 @@ impl FixConfig {
             max_message_size: codec::DEFAULT_MAX_MESSAGE,
             poll_interval: Duration::from_millis(20),
             logout_timeout: Duration::from_secs(2),
+            logon_timeout: Duration::from_secs(30),
+            max_connections: 256,
         }
     }
 }
@@ -76,15 +82,24 @@ impl Slot {
     /// reading past the write timeout) shuts the socket, which ends the
     /// connection thread.
     fn run(&mut self, actions: &mut Vec<Action>) {
-        let mut closing = false;
+        // Stored first, then sent: a crash never loses what the peer saw.
+        self.session.flush_store();
+        if actions.is_empty() {
+            return;
+        }
+        let mut wire = Vec::new();
         for a in actions.drain(..) {
-            match (&a, &self.writer) {
-                (Action::Send(bytes), Some(w)) if !closing && (&*w).write_all(bytes).is_err() => {
-                    let _ = w.shutdown(Shutdown::Both);
-                    self.writer = None;
-                }
-                (Action::Disconnect, _) => closing = true,
-                _ => {}
+            match a {
+                Action::Send(bytes) if wire.is_empty() => wire = bytes,
+                Action::Send(bytes) => wire.extend_from_slice(&bytes),
+                Action::Disconnect => break,
+            }
+        }
+        actions.clear();
+        if let Some(w) = &self.writer {
+            if !wire.is_empty() && (&*w).write_all(&wire).is_err() {
+                let _ = w.shutdown(Shutdown::Both);
+                self.writer = None;
             }
         }
     }
@@ -217,6 +232,17 @@ struct Shared {
     sessions: Arc<Sessions>,
     app: Arc<dyn Application>,
     stop: AtomicBool,
+    connections: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+/// Counts a live connection until dropped.
+struct ConnectionSlot<'a>(&'a AtomicUsize);
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A running acceptor.
@@ -253,6 +279,8 @@ impl FixServer {
             sessions,
             app,
             stop: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
         });
         let s = Arc::clone(&shared);
         let accept = std::thread::Builder::new()
@@ -267,14 +295,26 @@ impl FixServer {
                     }
                     match listener.accept() {
                         Ok((stream, _)) => {
+                            if s.connections.fetch_add(1, Ordering::Relaxed)
+                                >= s.config.max_connections
+                            {
+                                s.connections.fetch_sub(1, Ordering::Relaxed);
+                                s.refused.fetch_add(1, Ordering::Relaxed);
+                                let _ = stream.shutdown(Shutdown::Both);
+                                continue;
+                            }
                             let s2 = Arc::clone(&s);
-                            let _ = std::thread::Builder::new().name("fix-conn".into()).spawn(
-                                move || {
+                            let spawned = std::thread::Builder::new()
+                                .name("fix-conn".into())
+                                .spawn(move || {
+                                    let _slot = ConnectionSlot(&s2.connections);
                                     if let Err(e) = connection(stream, &s2) {
                                         eprintln!("brokerx-gateway-fix: connection error: {e}");
                                     }
-                                },
-                            );
+                                });
+                            if spawned.is_err() {
+                                s.connections.fetch_sub(1, Ordering::Relaxed);
+                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(5))
@@ -293,6 +333,14 @@ impl FixServer {
     /// Bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections open now, and connections refused over the limit.
+    pub fn connection_counts(&self) -> (usize, usize) {
+        (
+            self.shared.connections.load(Ordering::Relaxed),
+            self.shared.refused.load(Ordering::Relaxed),
+        )
     }
 
     /// The sessions this acceptor serves.
@@ -436,7 +484,7 @@ fn connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
                     break Ok(true);
                 }
             }
-            None if started.elapsed() > Duration::from_secs(30) => break Ok(false),
+            None if started.elapsed() > cfg.logon_timeout => break Ok(false),
             None => {}
         }
     };

@@ -219,6 +219,12 @@ impl Session {
         self.resend_pending = false;
     }
 
+    /// Writes what the store buffered (before anything goes on the wire).
+    pub fn flush_store(&mut self) {
+        let r = self.store.flush();
+        self.io(r);
+    }
+
     /// Flushes the store to disk.
     pub fn sync_store(&mut self) -> std::io::Result<()> {
         self.store.sync()

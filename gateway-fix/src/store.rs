@@ -20,6 +20,8 @@ pub struct Store {
     next_target: u64,
     reset_ms: Option<i64>,
     messages: BTreeMap<u64, Vec<u8>>,
+    /// Records not yet written to the file (see [`Store::flush`]).
+    pending: Vec<u8>,
 }
 
 impl Store {
@@ -32,6 +34,7 @@ impl Store {
             next_target: 1,
             reset_ms: None,
             messages: BTreeMap::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -102,10 +105,24 @@ impl Store {
     }
 
     fn append(&mut self, record: &[u8]) -> io::Result<()> {
-        match &mut self.file {
-            Some(f) => f.write_all(record),
-            None => Ok(()),
+        if self.file.is_some() {
+            self.pending.extend_from_slice(record);
         }
+        Ok(())
+    }
+
+    /// Writes the records buffered since the last flush in one call. The
+    /// session layer flushes before anything it stored goes on the wire, so
+    /// a crash of the process never loses a message the peer has seen.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Some(f) = &mut self.file {
+            f.write_all(&self.pending)?;
+        }
+        self.pending.clear();
+        Ok(())
     }
 
     /// Next MsgSeqNum we will send.
@@ -158,6 +175,7 @@ impl Store {
         self.next_target = 1;
         self.messages.clear();
         self.reset_ms = Some(now_ms);
+        self.pending.clear();
         if let Some(f) = &mut self.file {
             f.set_len(0)?;
         }
@@ -175,6 +193,7 @@ impl Store {
 
     /// Flush to disk (fsync).
     pub fn sync(&mut self) -> io::Result<()> {
+        self.flush()?;
         match &mut self.file {
             Some(f) => f.sync_data(),
             None => Ok(()),
@@ -184,6 +203,12 @@ impl Store {
     /// Backing file, if any.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -219,6 +244,26 @@ mod tests {
         assert_eq!((s.next_sender(), s.next_target()), (3, 1));
         assert_eq!(s.reset_ms(), Some(5));
         assert_eq!(s.get(1), None);
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn records_reach_the_file_at_flush() {
+        let p = tmp("flush");
+        let mut s = Store::open(&p).unwrap();
+        s.save(1, b"one").unwrap();
+        s.set_next_sender(2).unwrap();
+        assert_eq!(Store::open(&p).unwrap().get(1), None, "buffered");
+        s.flush().unwrap();
+        let other = Store::open(&p).unwrap();
+        assert_eq!((other.get(1), other.next_sender()), (Some(&b"one"[..]), 2));
+        s.save(2, b"two").unwrap();
+        drop(s);
+        assert_eq!(
+            Store::open(&p).unwrap().get(2),
+            Some(&b"two"[..]),
+            "drop flushes"
+        );
         let _ = std::fs::remove_file(&p);
     }
 

@@ -53,6 +53,10 @@ fn tmpdir(name: &str) -> PathBuf {
 }
 
 fn start(dir: &Path) -> Stack {
+    start_cfg(dir, |_| {})
+}
+
+fn start_cfg(dir: &Path, tweak: impl FnOnce(&mut FixConfig)) -> Stack {
     let mut pc = PipelineConfig::new(dir.join("data"));
     pc.durable = false;
     let pipeline = Arc::new(Pipeline::start(pc, EngineConfig::default()).expect("pipeline"));
@@ -95,6 +99,7 @@ fn start(dir: &Path) -> Stack {
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    tweak(&mut fix);
     let server = FixServer::start_with(listener, fix, sessions, app.clone()).unwrap();
     Stack {
         server: Some(server),
@@ -666,4 +671,154 @@ fn cancel_on_disconnect_cancels_resting_orders() {
     bob.send("2", &[(7, &from), (16, "0")]);
     let m = bob.next_app();
     assert_fields(&m, &[(35, "8"), (150, "4"), (11, "B1"), (43, "Y")]);
+}
+
+/// Replaces BodyLength (9) and CheckSum (10) of an encoded message.
+fn tamper(bytes: &[u8], body_len: Option<&str>, checksum: Option<&str>) -> Vec<u8> {
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let mut parts: Vec<String> = text.split('\x01').map(str::to_string).collect();
+    for p in parts.iter_mut() {
+        if let (Some(v), true) = (body_len, p.starts_with("9=")) {
+            *p = format!("9={v}");
+        }
+        if let (Some(v), true) = (checksum, p.starts_with("10=")) {
+            *p = format!("10={v}");
+        }
+    }
+    parts.join("\x01").into_bytes()
+}
+
+#[test]
+fn malformed_and_hostile_input_never_reaches_the_engine() {
+    let dir = tmpdir("hostile");
+    let stack = start_cfg(&dir, |c| {
+        c.logon_timeout = Duration::from_millis(500);
+        c.max_connections = 8;
+        c.max_message_size = 4096;
+    });
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.logon("alice-pw");
+    let commands = || {
+        stack
+            .app
+            .stats
+            .commands
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = commands();
+    let now = format_utc_timestamp(now_ms());
+    let order = |seq: u64, extra: &[(u32, &str)]| {
+        let seq = seq.to_string();
+        let mut f: Vec<(u32, &[u8])> = vec![
+            (34, seq.as_bytes()),
+            (49, b"ALICE"),
+            (52, now.as_bytes()),
+            (56, b"BRKX"),
+        ];
+        f.extend(extra.iter().map(|(t, v)| (*t, v.as_bytes())));
+        codec::encode(b"FIX.4.4", b"D", &[], &f)
+    };
+    let full: &[(u32, &str)] = &[
+        (11, "X1"),
+        (21, "1"),
+        (55, "AAPL"),
+        (54, "1"),
+        (60, &now),
+        (38, "1"),
+        (40, "2"),
+        (44, "190"),
+    ];
+    // (what, bytes, expected answer: a session Reject's reason, or nothing)
+    let mut cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        (
+            "bad checksum",
+            tamper(&order(2, full), None, Some("000")),
+            None,
+        ),
+        (
+            "body length too short",
+            tamper(&order(2, full), Some("10"), None),
+            None,
+        ),
+        (
+            "garbage",
+            b"\x01\x01garbage=\x01=\x0110=000\x01".to_vec(),
+            None,
+        ),
+        (
+            "oversize",
+            order(
+                2,
+                &[(11, &"Z".repeat(8000)), (54, "1"), (40, "2"), (60, &now)],
+            ),
+            None,
+        ),
+    ];
+    // Each consumes a sequence number and is rejected by the session layer.
+    let required_missing: Vec<(u32, &str)> =
+        full.iter().copied().filter(|(t, _)| *t != 54).collect();
+    let bad_enum: Vec<(u32, &str)> = full
+        .iter()
+        .map(|&(t, v)| if t == 54 { (54, "Q") } else { (t, v) })
+        .collect();
+    let bad_format: Vec<(u32, &str)> = full
+        .iter()
+        .map(|&(t, v)| if t == 38 { (38, "ten") } else { (t, v) })
+        .collect();
+    cases.push((
+        "required tag missing",
+        order(2, &required_missing),
+        Some("1"),
+    ));
+    cases.push(("bad enum value", order(3, &bad_enum), Some("5")));
+    cases.push(("bad number format", order(4, &bad_format), Some("6")));
+    for (what, bytes, reject) in cases {
+        alice.stream.write_all(&bytes).unwrap();
+        if let Some(reason) = reject {
+            let m = alice.next_app();
+            assert_eq!(m[&35], "3", "{what}: {m:?}");
+            assert_eq!(m[&373], reason, "{what}: {m:?}");
+        }
+    }
+    alice.seq = 5;
+    // Session-valid orders that the gateway itself refuses.
+    for (cl, qty, price, reason) in [
+        ("Y1", "0", "190", "13"),
+        ("Y2", "1.5", "190", "13"),
+        ("Y3", "1", "190.00001", "99"),
+    ] {
+        alice.order(cl, "1", qty, price, "0");
+        let m = alice.next_app();
+        assert_fields(&m, &[(35, "8"), (150, "8"), (11, cl), (103, reason)]);
+    }
+    assert_eq!(commands(), before, "nothing reached the engine");
+    // The session still trades.
+    alice.order("OK1", "1", "1", "190", "0");
+    assert_fields(&alice.next_app(), &[(150, "0"), (11, "OK1")]);
+    assert_eq!(commands(), before + 1);
+
+    // Garbage before a Logon closes that connection only.
+    let mut raw = TcpStream::connect(stack.addr).unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sink = [0u8; 64];
+    assert!(matches!(raw.read(&mut sink), Ok(0) | Err(_)), "closed");
+    // Slow loris: half a Logon, then silence, is cut at the logon timeout.
+    let mut slow = TcpStream::connect(stack.addr).unwrap();
+    slow.write_all(b"8=FIX.4.4\x019=7").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    assert!(matches!(slow.read(&mut sink), Ok(0) | Err(_)), "closed");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A connection flood is capped; the logged-on session is unaffected.
+    let flood: Vec<TcpStream> = (0..20)
+        .filter_map(|_| TcpStream::connect(stack.addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (open, refused) = stack.server.as_ref().unwrap().connection_counts();
+    assert!(open <= 8, "{open} connections open");
+    assert!(refused >= 12, "{refused} refused");
+    drop(flood);
+    alice.order("OK2", "1", "1", "190", "0");
+    assert_fields(&alice.next_app(), &[(150, "0"), (11, "OK2")]);
 }
