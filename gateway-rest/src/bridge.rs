@@ -250,11 +250,16 @@ impl Bridge {
         data_dir: PathBuf,
         engine_config: EngineConfig,
         names: BTreeMap<u32, String>,
+        specs: BTreeMap<u32, brokerx_engine::SymbolSpec>,
         db: Db,
     ) -> Result<Arc<Bridge>, String> {
         let (submitter, handle) = pipeline.connect(&[], true);
         let session = handle.id;
-        let mut state = State::default();
+        let mut state = State {
+            names: names.clone(),
+            specs,
+            ..State::default()
+        };
         let seeded = (|| -> Result<Engine, String> {
             load_store(&db, &mut state)?;
             let engine = scratch_engine(

@@ -67,6 +67,9 @@ pub struct RestConfig {
     pub engine_config: EngineConfig,
     /// Symbol id -> name.
     pub symbols: BTreeMap<u32, String>,
+    /// Reference data of symbols added while the gateway runs (the
+    /// engine's `SymbolAdded` event carries only the band).
+    pub symbol_specs: BTreeMap<u32, brokerx_engine::SymbolSpec>,
     /// HMAC key for JWTs. Empty: a random key per process.
     pub jwt_secret: Vec<u8>,
     pub access_ttl_secs: u64,
@@ -95,6 +98,7 @@ impl RestConfig {
             data_dir,
             engine_config: EngineConfig::default(),
             symbols: BTreeMap::new(),
+            symbol_specs: BTreeMap::new(),
             jwt_secret: Vec::new(),
             access_ttl_secs: 900,
             refresh_ttl_secs: 30 * 86_400,
@@ -142,6 +146,7 @@ impl RestServer {
             config.data_dir.clone(),
             config.engine_config,
             config.symbols.clone(),
+            config.symbol_specs.clone(),
             db.clone(),
         )?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;

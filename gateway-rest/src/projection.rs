@@ -307,6 +307,9 @@ pub enum Write {
 
 #[derive(Default)]
 pub struct State {
+    /// Symbol names and specs from the configuration.
+    pub names: BTreeMap<u32, String>,
+    pub specs: BTreeMap<u32, brokerx_engine::SymbolSpec>,
     pub symbols: BTreeMap<u32, SymbolInfo>,
     pub by_name: HashMap<String, u32>,
     pub accounts: HashMap<u32, AccountState>,
@@ -711,16 +714,24 @@ impl State {
                 band_low,
                 band_high,
             } => {
+                let name = self
+                    .names
+                    .get(&symbol.0)
+                    .cloned()
+                    .unwrap_or_else(|| format!("SYM{}", symbol.0));
+                let spec = self.specs.get(&symbol.0).copied();
+                self.by_name.insert(name.clone(), symbol.0);
+                self.books.entry(symbol.0).or_default();
                 let entry = self.symbols.entry(symbol.0).or_insert_with(|| SymbolInfo {
                     id: symbol.0,
-                    name: format!("SYM{}", symbol.0),
-                    tick: 1,
-                    lot: 1,
-                    reference: 0,
+                    name,
+                    tick: spec.map_or(1, |s| s.tick_size),
+                    lot: spec.map_or(1, |s| s.lot_size),
+                    reference: spec.map_or(0, |s| s.reference_price),
                     band_low,
                     band_high,
-                    maker_fee: 0,
-                    taker_fee: 0,
+                    maker_fee: spec.map_or(0, |s| s.maker_fee_per_share),
+                    taker_fee: spec.map_or(0, |s| s.taker_fee_per_share),
                     halted: false,
                 });
                 entry.band_low = band_low;
