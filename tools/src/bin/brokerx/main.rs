@@ -10,6 +10,7 @@
 
 mod config;
 mod offline;
+mod rest;
 mod serve;
 mod testport;
 

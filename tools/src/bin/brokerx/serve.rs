@@ -202,6 +202,16 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
         }
         _ => None,
     };
+    // The REST gateway's read model follows every event as well.
+    let rest = match config.ports.http {
+        Some(port) => Some(crate::rest::start_rest(
+            &config,
+            &pipeline,
+            &bind_address(&config),
+            port,
+        )?),
+        None => None,
+    };
     if pipeline.recovered.last_seq == 0 {
         bootstrap(&pipeline, &config)?;
     }
@@ -228,11 +238,6 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
         Some(port) => Some(start_ouch(&config, &pipeline, &bind, port, durable)?),
         None => None,
     };
-    for (name, port) in [("http", config.ports.http)] {
-        if port.is_some() {
-            println!("{name} port configured but its gateway is not built yet; not listening");
-        }
-    }
     for account in &config.accounts {
         println!(
             "demo account {} ({}), funded by the config",
@@ -244,6 +249,9 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
 
     while !stop.load(Ordering::Relaxed) && !pipeline.has_stopped() {
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(rest) = &rest {
+        rest.shutdown();
     }
     if let Some(ouch) = &_ouch {
         ouch.shutdown();
@@ -402,8 +410,8 @@ fn start_fix(
     String,
 > {
     use brokerx_gateway_fix::{
-        EngineApp, EngineAppConfig, EngineSession, FixConfig, FixServer, SessionConfig,
-        Sessions, SymbolInfo,
+        EngineApp, EngineAppConfig, EngineSession, FixConfig, FixServer, SessionConfig, Sessions,
+        SymbolInfo,
     };
     let dir = config.server.data_dir.join("fix");
     let mut fix = FixConfig::conformance(Some(dir.clone()));
@@ -447,6 +455,7 @@ fn start_fix(
             dir: dir.join("orders"),
             data_dir: config.server.data_dir.clone(),
             engine_config: EngineConfig::default(),
+            drop_outputs: None,
         },
     )
     .map_err(|e| format!("FIX gateway: {e}"))?;
