@@ -55,6 +55,10 @@ pub struct EngineAppConfig {
     /// The engine's data directory and config, to replay market data history.
     pub data_dir: PathBuf,
     pub engine_config: EngineConfig,
+    /// Test hook: while set, event threads drop engine outputs, as a process
+    /// that died between the engine's commit and the gateway's reports would.
+    #[doc(hidden)]
+    pub drop_outputs: Option<Arc<AtomicBool>>,
 }
 
 /// Counters for tests and metrics.
@@ -115,7 +119,6 @@ struct Subscription {
 struct MdState {
     book: MarketData,
     subs: Vec<Subscription>,
-    ready: bool,
 }
 
 /// The engine application. Create with [`EngineApp::start`].
@@ -144,7 +147,10 @@ impl EngineApp {
         let stats = Arc::new(EngineAppStats::default());
         let mut per = BTreeMap::new();
         let mut threads = Vec::new();
-        for spec in &config.sessions {
+        let mut started: Vec<(Arc<PerSession>, SessionHandle)> = Vec::new();
+        for (index, spec) in config.sessions.iter().enumerate() {
+            let index = u16::try_from(index)
+                .map_err(|_| std::io::Error::other("at most 65536 FIX sessions"))?;
             if !sessions.ids().any(|id| id == &spec.id) {
                 return Err(std::io::Error::other(format!(
                     "FIX session {:?} has no session-layer config",
@@ -155,7 +161,7 @@ impl EngineApp {
                 "{}-{}.orders",
                 spec.id.sender_comp_id, spec.id.target_comp_id
             ));
-            let mut book = OrderBook::new(spec.account, config.symbols.clone());
+            let mut book = OrderBook::new(spec.account, config.symbols.clone(), index);
             if path.exists() {
                 for line in BufReader::new(File::open(&path)?).lines() {
                     match line {
@@ -173,46 +179,51 @@ impl EngineApp {
                 journal: Mutex::new(journal),
             });
             per.insert(spec.id.clone(), session.clone());
+            started.push((session, handle));
+        }
+        // One pass over the journal's history: the market data books, and
+        // each session's catch-up on outputs it had not folded in before
+        // the last stop (a crash between the engine's commit and the
+        // gateway's journal write loses no report).
+        let (_, md_handle) = pipeline.connect(&[], true);
+        let until = pipeline.recovered.last_seq;
+        let sessions_list: Vec<Arc<PerSession>> = started.iter().map(|(s, _)| s.clone()).collect();
+        let history = history(
+            &config.data_dir,
+            config.engine_config,
+            until,
+            &sessions_list,
+            &sessions,
+        )
+        .map_err(|e| std::io::Error::other(format!("journal history: {e}")))?;
+        for (session, handle) in started {
             let (sessions, stop, stats) = (sessions.clone(), stop.clone(), stats.clone());
+            let drop_outputs = config.drop_outputs.clone();
             let pipeline2 = pipeline.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("fix-events".into())
                     .spawn(move || {
-                        event_loop(&session, &handle, &sessions, &stop, &stats);
+                        event_loop(&session, &handle, &sessions, &stop, &stats, drop_outputs);
                         pipeline2.disconnect(handle.id);
                     })?,
             );
         }
         let md = Arc::new(Mutex::new(MdState {
-            book: MarketData::new(),
+            book: history,
             subs: Vec::new(),
-            ready: false,
         }));
-        let (_, handle) = pipeline.connect(&[], true);
+        let handle = md_handle;
         {
             let (md, sessions, stop, stats) =
                 (md.clone(), sessions.clone(), stop.clone(), stats.clone());
             let pipeline2 = pipeline.clone();
             let symbols = config.symbols.clone();
-            let until = pipeline.recovered.last_seq;
-            let (data_dir, engine_config) = (config.data_dir.clone(), config.engine_config);
             threads.push(
                 std::thread::Builder::new()
                     .name("fix-md".into())
                     .spawn(move || {
-                        let history = history(&data_dir, engine_config, until);
-                        match history {
-                            Ok(book) => {
-                                {
-                                    let mut state = lock(&md);
-                                    state.book = book;
-                                    state.ready = true;
-                                }
-                                md_loop(&md, &handle, until, &symbols, &sessions, &stop, &stats);
-                            }
-                            Err(e) => eprintln!("brokerx-gateway-fix: market data history: {e}"),
-                        }
+                        md_loop(&md, &handle, until, &symbols, &sessions, &stop, &stats);
                         pipeline2.disconnect(handle.id);
                     })?,
             );
@@ -260,7 +271,9 @@ impl EngineApp {
                 self.stats.commands.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.stats.busy.fetch_add(1, Ordering::Relaxed);
-                replies.extend(book.busy(&command, now));
+                let step = book.busy(&command, now);
+                session.write_journal(&step.journal);
+                replies.extend(step.replies);
             }
         }
         replies
@@ -354,9 +367,6 @@ impl EngineApp {
                 .any(|s| s.session == *id && s.req_id == req_id)
         {
             return reject(b"1", "duplicate MDReqID");
-        }
-        if !state.ready {
-            return reject(b"0", "market data is still loading; retry");
         }
         let depth = match m
             .get(264)
@@ -464,11 +474,15 @@ impl Application for EngineApp {
     }
 }
 
-/// The market data book as of `until`, from the journal.
+/// The market data book as of `until`, from the journal, and every
+/// session's reports for outputs after its last folded sequence number
+/// (stored for its next Logon).
 fn history(
     data_dir: &std::path::Path,
     engine_config: EngineConfig,
     until: u64,
+    per: &[Arc<PerSession>],
+    sessions: &Sessions,
 ) -> Result<MarketData, String> {
     let mut book = MarketData::new();
     if until == 0 {
@@ -477,15 +491,55 @@ fn history(
     let mut engine = Engine::new(engine_config);
     let mut hasher = StableHasher::default();
     let mut count = 0;
+    let mut replies: Vec<Vec<OutboundMessage>> = per.iter().map(|_| Vec::new()).collect();
+    let mut journals: Vec<Vec<String>> = per.iter().map(|_| Vec::new()).collect();
     replay_journal(
         data_dir,
         &mut engine,
         &mut hasher,
         &mut count,
         Some(until),
-        |_, events| book.apply_all(events),
+        |command, events| {
+            book.apply_all(events);
+            let (account, tag) = match command.command {
+                Command::NewOrder { account, tag, .. }
+                | Command::Cancel { account, tag, .. }
+                | Command::Replace { account, tag, .. }
+                | Command::MassCancelAccount { account, tag, .. } => (Some(account), tag),
+                _ => (None, 0),
+            };
+            for (i, session) in per.iter().enumerate() {
+                let mut orders = lock(&session.book);
+                if command.seq <= orders.last_seq() {
+                    continue;
+                }
+                let own = account == Some(session.spec.account) && orders.owns_tag(tag);
+                let mut exec_n = 0;
+                for (k, event) in events.iter().enumerate() {
+                    let out = Output {
+                        seq: command.seq,
+                        timestamp_ns: command.timestamp_ns,
+                        event: *event,
+                        own,
+                        last: k + 1 == events.len(),
+                    };
+                    let step = orders.on_output(&out, &mut exec_n);
+                    replies[i].extend(step.replies);
+                    journals[i].extend(step.journal);
+                }
+            }
+        },
     )
     .map_err(|e| e.to_string())?;
+    for (i, session) in per.iter().enumerate() {
+        let mut journal = std::mem::take(&mut journals[i]);
+        journal.push(format!("S {until}"));
+        session.write_journal(&journal);
+        let replies = std::mem::take(&mut replies[i]);
+        if !replies.is_empty() {
+            sessions.send(&session.spec.id, replies);
+        }
+    }
     Ok(book)
 }
 
@@ -495,6 +549,7 @@ fn event_loop(
     sessions: &Sessions,
     stop: &AtomicBool,
     stats: &EngineAppStats,
+    drop_outputs: Option<Arc<AtomicBool>>,
 ) {
     let mut seq = 0;
     let mut exec_n = 0u32;
@@ -519,11 +574,21 @@ fn event_loop(
                 Err(_) => break,
             }
         }
+        if drop_outputs
+            .as_ref()
+            .is_some_and(|d| d.load(Ordering::Relaxed))
+        {
+            batch.clear();
+            continue;
+        }
         let mut replies = Vec::new();
         let mut journal = Vec::new();
         {
             let mut book = lock(&session.book);
             for out in batch.drain(..) {
+                if out.seq <= book.last_seq() && out.seq != seq {
+                    continue; // folded in at start-up
+                }
                 if out.seq != seq {
                     seq = out.seq;
                     exec_n = 0;
@@ -532,6 +597,7 @@ fn event_loop(
                 replies.extend(step.replies);
                 journal.extend(step.journal);
             }
+            journal.push(format!("S {}", book.last_seq()));
         }
         session.write_journal(&journal);
         if !replies.is_empty() {

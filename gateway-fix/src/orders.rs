@@ -205,7 +205,13 @@ pub struct OrderBook {
     next_tag: u64,
     /// Gateway-side ExecIDs: `G<n>`.
     next_gateway_exec: u64,
+    /// The last engine sequence number whose outputs were folded in.
+    last_seq: u64,
 }
+
+/// Tags carry the session's index in their top 16 bits, so two sessions
+/// bound to the same account never answer each other's requests.
+pub const TAG_SESSION_SHIFT: u32 = 48;
 
 fn msg(msg_type: &[u8], body: Vec<(u32, Vec<u8>)>) -> OutboundMessage {
     OutboundMessage {
@@ -224,20 +230,64 @@ fn transact_time(timestamp_ns: u64) -> Vec<u8> {
 }
 
 impl OrderBook {
-    pub fn new(account: AccountId, symbols: Vec<SymbolInfo>) -> OrderBook {
+    /// `session_index` (below 2^16) makes this session's tags unique.
+    pub fn new(account: AccountId, symbols: Vec<SymbolInfo>, session_index: u16) -> OrderBook {
         OrderBook {
             account,
             symbols,
             orders: HashMap::new(),
             cl_ord_ids: HashMap::new(),
             pending: HashMap::new(),
-            next_tag: 1,
+            next_tag: ((session_index as u64) << TAG_SESSION_SHIFT) | 1,
             next_gateway_exec: 1,
+            last_seq: 0,
         }
     }
 
     pub fn account(&self) -> AccountId {
         self.account
+    }
+
+    /// The last engine sequence number folded in (from the journal's `S`
+    /// lines and [`OrderBook::on_output`]).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Is `tag` one of this session's?
+    pub fn owns_tag(&self, tag: u64) -> bool {
+        tag != 0 && tag >> TAG_SESSION_SHIFT == self.next_tag >> TAG_SESSION_SHIFT
+    }
+
+    /// Removes a pending request, journaling that it is resolved.
+    fn take_pending(&mut self, tag: u64, journal: &mut Vec<String>) -> Option<Pending> {
+        let pending = self.pending.remove(&tag)?;
+        journal.push(format!("X {tag}"));
+        Some(pending)
+    }
+
+    /// A journal line for a pending request, written before its command is
+    /// submitted so a restart knows what the engine's reply answers.
+    fn pending_line(&self, tag: u64) -> Option<String> {
+        Some(match self.pending.get(&tag)? {
+            Pending::New(order) => format!("PN {tag} {}", order_fields(order)),
+            Pending::Cancel {
+                cl_ord_id,
+                order_id,
+            } => format!("PC {tag} {order_id} {cl_ord_id}"),
+            Pending::Replace {
+                cl_ord_id,
+                order_id,
+                order_qty,
+            } => format!("PR {tag} {order_id} {order_qty} {cl_ord_id}"),
+            Pending::MassCancel {
+                cl_ord_id,
+                request_type,
+            } => format!(
+                "PM {tag} {} {cl_ord_id}",
+                String::from_utf8_lossy(request_type)
+            ),
+        })
     }
 
     /// Open orders of this session.
@@ -376,14 +426,20 @@ impl OrderBook {
 
     /// D, F, G, H or q from the counterparty. Other types are not ours.
     pub fn on_message(&mut self, m: &InboundMessage<'_>, now_ms: i64) -> Step {
-        match m.msg_type {
+        let mut step = match m.msg_type {
             b"D" => self.new_order(m, now_ms),
             b"F" => self.cancel(m),
             b"G" => self.replace(m),
             b"H" => self.status(m, now_ms),
             b"q" => self.mass_cancel(m),
             _ => Step::default(),
+        };
+        if let Some(tag) = step.command.as_ref().and_then(command_tag) {
+            if let Some(line) = self.pending_line(tag) {
+                step.journal.push(line);
+            }
         }
+        step
     }
 
     fn new_order(&mut self, m: &InboundMessage<'_>, now_ms: i64) -> Step {
@@ -727,17 +783,24 @@ impl OrderBook {
 
     /// The engine refused the command (the ring was full): forget the
     /// request and answer as a reject.
-    pub fn busy(&mut self, command: &Command, now_ms: i64) -> Vec<OutboundMessage> {
-        let tag = match *command {
-            Command::NewOrder { tag, .. }
-            | Command::Cancel { tag, .. }
-            | Command::Replace { tag, .. }
-            | Command::MassCancelAccount { tag, .. } => tag,
-            _ => return Vec::new(),
+    pub fn busy(&mut self, command: &Command, now_ms: i64) -> Step {
+        let mut step = Step::default();
+        let Some(tag) = command_tag(command) else {
+            return step;
         };
-        let Some(pending) = self.pending.remove(&tag) else {
-            return Vec::new();
+        let Some(pending) = self.take_pending(tag, &mut step.journal) else {
+            return step;
         };
+        step.replies = self.busy_replies(command, pending, now_ms);
+        step
+    }
+
+    fn busy_replies(
+        &mut self,
+        command: &Command,
+        pending: Pending,
+        now_ms: i64,
+    ) -> Vec<OutboundMessage> {
         let why = "engine busy, retry";
         match pending {
             Pending::New(order) => {
@@ -791,6 +854,7 @@ impl OrderBook {
     /// for the counterparty, and journal lines.
     pub fn on_output(&mut self, out: &Output, exec_n: &mut u32) -> Step {
         let mut step = Step::default();
+        self.last_seq = self.last_seq.max(out.seq);
         let ts = out.timestamp_ns;
         let exec_id = |n: &mut u32| {
             *n += 1;
@@ -798,7 +862,7 @@ impl OrderBook {
         };
         match out.event {
             Event::OrderAccepted { order_id, tag, .. } if out.own => {
-                if let Some(Pending::New(mut order)) = self.pending.remove(&tag) {
+                if let Some(Pending::New(mut order)) = self.take_pending(tag, &mut step.journal) {
                     order.order_id = order_id.0;
                     order.status = b'0';
                     self.cl_ord_ids.insert(order.cl_ord_id.clone(), order_id.0);
@@ -808,59 +872,61 @@ impl OrderBook {
                     step.replies.push(m);
                 }
             }
-            Event::Rejected { code, tag, .. } if out.own => match self.pending.remove(&tag) {
-                Some(Pending::New(order)) => {
-                    let mut rejected = order.clone();
-                    rejected.status = b'8';
-                    rejected.leaves = 0;
-                    let mut m = self.report(
-                        &rejected,
-                        exec_id(exec_n),
-                        b'8',
-                        None,
-                        ts,
-                        vec![
-                            (103, ord_rej_reason(code).to_vec()),
-                            (58, text(&format!("{} ({})", code.name(), code.code()))),
-                        ],
-                    );
-                    m.body[0].1 = b"NONE".to_vec();
-                    step.journal.push(format!("R {}", order.cl_ord_id));
-                    step.replies.push(m);
+            Event::Rejected { code, tag, .. } if out.own => {
+                match self.take_pending(tag, &mut step.journal) {
+                    Some(Pending::New(order)) => {
+                        let mut rejected = order.clone();
+                        rejected.status = b'8';
+                        rejected.leaves = 0;
+                        let mut m = self.report(
+                            &rejected,
+                            exec_id(exec_n),
+                            b'8',
+                            None,
+                            ts,
+                            vec![
+                                (103, ord_rej_reason(code).to_vec()),
+                                (58, text(&format!("{} ({})", code.name(), code.code()))),
+                            ],
+                        );
+                        m.body[0].1 = b"NONE".to_vec();
+                        step.journal.push(format!("R {}", order.cl_ord_id));
+                        step.replies.push(m);
+                    }
+                    Some(Pending::Cancel {
+                        cl_ord_id,
+                        order_id,
+                    }) => {
+                        let m = self.engine_cancel_reject(&cl_ord_id, order_id, b"1", code);
+                        step.replies.push(m);
+                    }
+                    Some(Pending::Replace {
+                        cl_ord_id,
+                        order_id,
+                        ..
+                    }) => {
+                        let m = self.engine_cancel_reject(&cl_ord_id, order_id, b"2", code);
+                        step.replies.push(m);
+                    }
+                    Some(Pending::MassCancel {
+                        cl_ord_id,
+                        request_type,
+                    }) => {
+                        step.replies.push(msg(
+                            b"r",
+                            vec![
+                                (11, cl_ord_id.into_bytes()),
+                                (37, b"NONE".to_vec()),
+                                (530, request_type),
+                                (531, b"0".to_vec()),
+                                (532, b"99".to_vec()),
+                                (58, text(&format!("{} ({})", code.name(), code.code()))),
+                            ],
+                        ));
+                    }
+                    None => {}
                 }
-                Some(Pending::Cancel {
-                    cl_ord_id,
-                    order_id,
-                }) => {
-                    let m = self.engine_cancel_reject(&cl_ord_id, order_id, b"1", code);
-                    step.replies.push(m);
-                }
-                Some(Pending::Replace {
-                    cl_ord_id,
-                    order_id,
-                    ..
-                }) => {
-                    let m = self.engine_cancel_reject(&cl_ord_id, order_id, b"2", code);
-                    step.replies.push(m);
-                }
-                Some(Pending::MassCancel {
-                    cl_ord_id,
-                    request_type,
-                }) => {
-                    step.replies.push(msg(
-                        b"r",
-                        vec![
-                            (11, cl_ord_id.into_bytes()),
-                            (37, b"NONE".to_vec()),
-                            (530, request_type),
-                            (531, b"0".to_vec()),
-                            (532, b"99".to_vec()),
-                            (58, text(&format!("{} ({})", code.name(), code.code()))),
-                        ],
-                    ));
-                }
-                None => {}
-            },
+            }
             Event::OrderReplaced {
                 order_id,
                 price,
@@ -869,7 +935,7 @@ impl OrderBook {
                 ..
             } => {
                 let pending = if out.own {
-                    self.pending.remove(&tag)
+                    self.take_pending(tag, &mut step.journal)
                 } else {
                     None
                 };
@@ -939,7 +1005,7 @@ impl OrderBook {
                 ..
             } => {
                 let pending = if out.own && reason == CancelReason::Requested {
-                    self.pending.remove(&tag)
+                    self.take_pending(tag, &mut step.journal)
                 } else {
                     None
                 };
@@ -988,7 +1054,7 @@ impl OrderBook {
                 if let Some(Pending::MassCancel {
                     cl_ord_id,
                     request_type,
-                }) = self.pending.remove(&tag)
+                }) = self.take_pending(tag, &mut step.journal)
                 {
                     let response: &[u8] = if request_type == b"1" { b"1" } else { b"7" };
                     step.replies.push(msg(
@@ -1036,35 +1102,123 @@ impl OrderBook {
 
     /// A journal line with the order's whole state.
     fn remember(&self, order: &Order, step: &mut Step) {
-        step.journal.push(format!(
-            "O {} {} {} {} {} {} {} {} {} {} {} {} {} {}",
-            order.order_id,
-            order.symbol.0,
-            side_code(order.side)[0] as char,
-            ord_type_code(order.ord_type)[0] as char,
-            tif_code(order.tif)[0] as char,
-            order.price,
-            order.order_qty,
-            order.cum_qty,
-            order.cum_notional,
-            order.leaves,
-            order.status as char,
-            order.cl_ord_id.len(),
-            order.cl_ord_id,
-            order.orig_cl_ord_id.as_deref().unwrap_or(""),
-        ));
+        step.journal.push(format!("O {}", order_fields(order)));
     }
 
     /// Folds a journal line back in (at start-up). Malformed lines (a torn
     /// tail) are ignored.
     pub fn replay(&mut self, line: &str) {
-        if let Some(cl) = line.strip_prefix("R ") {
-            self.cl_ord_ids.entry(cl.to_string()).or_insert(0);
-            return;
-        }
-        let Some(rest) = line.strip_prefix("O ") else {
+        let Some((kind, rest)) = line.split_once(' ') else {
             return;
         };
+        match kind {
+            "R" => {
+                self.cl_ord_ids.entry(rest.to_string()).or_insert(0);
+            }
+            "S" => {
+                if let Ok(seq) = rest.parse::<u64>() {
+                    self.last_seq = self.last_seq.max(seq);
+                }
+            }
+            "X" => {
+                if let Ok(tag) = rest.parse::<u64>() {
+                    self.pending.remove(&tag);
+                }
+            }
+            "O" => {
+                if let Some(order) = parse_order(rest) {
+                    self.cl_ord_ids
+                        .insert(order.cl_ord_id.clone(), order.order_id);
+                    if let Some(orig) = &order.orig_cl_ord_id {
+                        self.cl_ord_ids.insert(orig.clone(), order.order_id);
+                    }
+                    self.orders.insert(order.order_id, order);
+                }
+            }
+            "PN" | "PC" | "PR" | "PM" => {
+                let Some((tag, rest)) = rest.split_once(' ') else {
+                    return;
+                };
+                let Ok(tag) = tag.parse::<u64>() else { return };
+                let pending = match kind {
+                    "PN" => parse_order(rest).map(Pending::New),
+                    "PC" => rest.split_once(' ').and_then(|(id, cl)| {
+                        Some(Pending::Cancel {
+                            cl_ord_id: cl.to_string(),
+                            order_id: id.parse().ok()?,
+                        })
+                    }),
+                    "PR" => {
+                        let mut p = rest.splitn(3, ' ');
+                        (|| {
+                            let order_id = p.next()?.parse().ok()?;
+                            let order_qty = p.next()?.parse().ok()?;
+                            Some(Pending::Replace {
+                                order_id,
+                                order_qty,
+                                cl_ord_id: p.next()?.to_string(),
+                            })
+                        })()
+                    }
+                    _ => rest.split_once(' ').map(|(rt, cl)| Pending::MassCancel {
+                        cl_ord_id: cl.to_string(),
+                        request_type: rt.as_bytes().to_vec(),
+                    }),
+                };
+                let Some(pending) = pending else { return };
+                let cl = match &pending {
+                    Pending::New(o) => o.cl_ord_id.clone(),
+                    Pending::Cancel { cl_ord_id, .. }
+                    | Pending::Replace { cl_ord_id, .. }
+                    | Pending::MassCancel { cl_ord_id, .. } => cl_ord_id.clone(),
+                };
+                if !matches!(pending, Pending::MassCancel { .. }) {
+                    self.cl_ord_ids.entry(cl).or_insert(0);
+                }
+                if self.owns_tag(tag) {
+                    self.next_tag = self.next_tag.max(tag + 1);
+                }
+                self.pending.insert(tag, pending);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The tag of a command this module builds.
+pub fn command_tag(command: &Command) -> Option<u64> {
+    match *command {
+        Command::NewOrder { tag, .. }
+        | Command::Cancel { tag, .. }
+        | Command::Replace { tag, .. }
+        | Command::MassCancelAccount { tag, .. } => Some(tag),
+        _ => None,
+    }
+}
+
+/// An order's whole state as one journal line's fields.
+fn order_fields(order: &Order) -> String {
+    format!(
+        "{} {} {} {} {} {} {} {} {} {} {} {} {} {}",
+        order.order_id,
+        order.symbol.0,
+        side_code(order.side)[0] as char,
+        ord_type_code(order.ord_type)[0] as char,
+        tif_code(order.tif)[0] as char,
+        order.price,
+        order.order_qty,
+        order.cum_qty,
+        order.cum_notional,
+        order.leaves,
+        order.status as char,
+        order.cl_ord_id.len(),
+        order.cl_ord_id,
+        order.orig_cl_ord_id.as_deref().unwrap_or(""),
+    )
+}
+
+fn parse_order(rest: &str) -> Option<Order> {
+    {
         let mut parts = rest.splitn(13, ' ');
         let mut next = || parts.next();
         let parsed = (|| {
@@ -1113,13 +1267,6 @@ impl OrderBook {
                 status,
             })
         })();
-        if let Some(order) = parsed {
-            self.cl_ord_ids
-                .insert(order.cl_ord_id.clone(), order.order_id);
-            if let Some(orig) = &order.orig_cl_ord_id {
-                self.cl_ord_ids.insert(orig.clone(), order.order_id);
-            }
-            self.orders.insert(order.order_id, order);
-        }
+        parsed
     }
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,14 @@ fn start(dir: &Path) -> Stack {
 }
 
 fn start_cfg(dir: &Path, tweak: impl FnOnce(&mut FixConfig)) -> Stack {
+    start_full(dir, tweak, None)
+}
+
+fn start_full(
+    dir: &Path,
+    tweak: impl FnOnce(&mut FixConfig),
+    drop_outputs: Option<Arc<AtomicBool>>,
+) -> Stack {
     let mut pc = PipelineConfig::new(dir.join("data"));
     pc.durable = false;
     let pipeline = Arc::new(Pipeline::start(pc, EngineConfig::default()).expect("pipeline"));
@@ -91,6 +100,7 @@ fn start_cfg(dir: &Path, tweak: impl FnOnce(&mut FixConfig)) -> Stack {
             dir: dir.join("fix/orders"),
             data_dir: dir.join("data"),
             engine_config: EngineConfig::default(),
+            drop_outputs,
         },
     )
     .expect("app");
@@ -821,4 +831,87 @@ fn malformed_and_hostile_input_never_reaches_the_engine() {
     drop(flood);
     alice.order("OK2", "1", "1", "190", "0");
     assert_fields(&alice.next_app(), &[(150, "0"), (11, "OK2")]);
+}
+
+#[test]
+fn reports_lost_in_a_crash_are_rebuilt_from_the_journal() {
+    let dir = tmpdir("catchup");
+    let alice_seq = {
+        // The gateway "dies" between the engine's commit and its reports:
+        // its event threads drop every output from here on.
+        let frozen = Arc::new(AtomicBool::new(false));
+        let stack = start_full(&dir, |_| {}, Some(frozen.clone()));
+        let mut alice = Client::connect(stack.addr, "ALICE");
+        alice.logon("alice-pw");
+        let mut bob = Client::connect(stack.addr, "BOB");
+        bob.logon("bob-pw");
+        frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+        alice.order("A1", "2", "40", "190", "1");
+        bob.order("B1", "1", "15", "190", "3");
+        // Both commands are journaled and applied: wait until the engine
+        // has sequenced them, with no report anywhere.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while stack
+            .pipeline
+            .stats()
+            .durable_seq
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < stack.pipeline.recovered.last_seq + 2
+        {
+            assert!(
+                Instant::now() < deadline,
+                "engine did not sequence the orders"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(alice
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .is_ok());
+        let mut probe = [0u8; 1];
+        assert!(
+            matches!(alice.stream.read(&mut probe), Err(_)),
+            "no report reached Alice"
+        );
+        alice.seq
+    };
+    // Restart: the journal replay rebuilds what the dead gateway never sent.
+    let stack = start(&dir);
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.seq = alice_seq;
+    let logon = alice.logon("alice-pw");
+    let their_seq: u64 = logon[&34].parse().unwrap();
+    assert!(
+        their_seq >= 4,
+        "the rebuilt reports took sequence numbers: {logon:?}"
+    );
+    alice.send("2", &[(7, "2"), (16, "0")]);
+    let new = alice.next_app();
+    assert_fields(&new, &[(35, "8"), (150, "0"), (11, "A1"), (43, "Y")]);
+    let fill = alice.next_app();
+    assert_fields(
+        &fill,
+        &[(150, "F"), (11, "A1"), (14, "15"), (151, "25"), (43, "Y")],
+    );
+    // Our Logon answer was admin: gap-filled.
+    assert_fields(&alice.next_app(), &[(35, "4"), (123, "Y")]);
+    // The order is fully known again: it can be cancelled by ClOrdID.
+    let now = format_utc_timestamp(now_ms());
+    alice.send(
+        "F",
+        &[(11, "A2"), (41, "A1"), (55, "AAPL"), (54, "2"), (60, &now)],
+    );
+    let m = alice.next_app();
+    assert_fields(&m, &[(150, "4"), (11, "A2"), (41, "A1"), (14, "15")]);
+    // Bob's fill was rebuilt too.
+    let mut bob = Client::connect(stack.addr, "BOB");
+    bob.seq = 3;
+    bob.logon("bob-pw");
+    bob.send("2", &[(7, "2"), (16, "0")]);
+    assert_fields(&bob.next_app(), &[(150, "0"), (11, "B1"), (43, "Y")]);
+    assert_fields(
+        &bob.next_app(),
+        &[(150, "F"), (11, "B1"), (14, "15"), (43, "Y")],
+    );
 }

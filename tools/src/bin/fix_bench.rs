@@ -267,6 +267,7 @@ fn main() {
                 dir: dir.join("fix/orders"),
                 data_dir: dir.join("engine"),
                 engine_config: EngineConfig::default(),
+                drop_outputs: None,
             },
         )
         .expect("app");
