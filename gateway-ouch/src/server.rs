@@ -82,6 +82,11 @@ pub struct OuchConfig {
     pub write_timeout: Duration,
     /// Most open connections (logged in or not); more are closed at once.
     pub max_connections: usize,
+    /// Send each new message from the thread that stores it (the user's
+    /// event thread, or the session reader for a gateway reject) once the
+    /// connection's writer has caught up, instead of waking the writer:
+    /// one thread hand-off fewer per message (default on).
+    pub live_send: bool,
 }
 
 impl OuchConfig {
@@ -99,6 +104,7 @@ impl OuchConfig {
             fsync: false,
             write_timeout: Duration::from_secs(5),
             max_connections: 64,
+            live_send: true,
         }
     }
 }
@@ -216,6 +222,41 @@ struct UserState {
     mark: Mark,
     /// Command whose own tagged output was last counted in `mark.answered`.
     last_answered: u64,
+    /// The logged-in connection, once its writer has caught up: whoever
+    /// stores messages (the event thread, or the reader for a gateway
+    /// reject) also sends them on it, under this lock, so a live message
+    /// crosses no further thread.
+    live: Option<LiveSink>,
+}
+
+/// The connection a caught-up writer hands to the storing threads.
+struct LiveSink {
+    stream: TcpStream,
+    day: u64,
+    writer: Arc<WriterState>,
+}
+
+/// Shared by a connection's writer thread and its live sink.
+struct WriterState {
+    /// Sequence number of the next message to send.
+    next: AtomicU64,
+    /// When anything was last written (ns since `epoch`), for heartbeats.
+    last_sent_ns: AtomicU64,
+    epoch: Instant,
+    alive: Arc<AtomicBool>,
+}
+
+impl WriterState {
+    fn touch(&self) {
+        self.last_sent_ns
+            .store(self.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        self.epoch.elapsed().saturating_sub(Duration::from_nanos(
+            self.last_sent_ns.load(Ordering::Relaxed),
+        ))
+    }
 }
 
 struct User {
@@ -478,6 +519,7 @@ impl OuchServer {
                     failed: None,
                     mark,
                     last_answered: mark.seq,
+                    live: None,
                 }),
                 changed: Condvar::new(),
                 connected: AtomicBool::new(false),
@@ -627,6 +669,7 @@ fn store_all(
     let encoded: Vec<Vec<u8>> = messages.iter().map(Outbound::to_bytes).collect();
     let slices: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
     let mark = marked.then_some(state.mark);
+    let first = state.today.store.len() + 1;
     match state.today.store.append_marked(&slices, mark) {
         Ok(_) => {
             shared
@@ -637,9 +680,58 @@ fn store_all(
         Err(error) => {
             shared.stats.store_failures.fetch_add(1, Ordering::Relaxed);
             state.failed = Some(error.to_string());
+            state.live = None;
+            user.changed.notify_all();
+            return;
         }
     }
-    user.changed.notify_all();
+    if !send_live(shared, state, first, &encoded) {
+        user.changed.notify_all();
+    }
+}
+
+/// Sends messages just stored as `first..` on the user's live connection,
+/// if it has one that is waiting for exactly these. False if there is
+/// none (the writer thread must be woken to send them).
+fn send_live(shared: &Shared, state: &mut UserState, first: u64, messages: &[Vec<u8>]) -> bool {
+    let today = state.today.number;
+    let Some(sink) = state.live.as_mut() else {
+        return false;
+    };
+    if sink.day != today
+        || sink.writer.next.load(Ordering::Acquire) != first
+        || !sink.writer.alive.load(Ordering::Acquire)
+    {
+        state.live = None;
+        return false;
+    }
+    let mut frames = Vec::with_capacity(messages.iter().map(|m| m.len() + 3).sum());
+    for message in messages {
+        let length = u16::try_from(message.len() + 1).unwrap_or(u16::MAX);
+        frames.extend_from_slice(&length.to_be_bytes());
+        frames.push(b'S');
+        frames.extend_from_slice(message);
+    }
+    match sink.stream.write_all(&frames) {
+        Ok(()) => {
+            sink.writer
+                .next
+                .store(first + messages.len() as u64, Ordering::Release);
+            sink.writer.touch();
+            shared
+                .stats
+                .sequenced_messages_sent
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            true
+        }
+        Err(_) => {
+            // The writer thread sees the connection dead and ends it.
+            let _ = sink.stream.shutdown(Shutdown::Both);
+            sink.writer.alive.store(false, Ordering::Release);
+            state.live = None;
+            false
+        }
+    }
 }
 
 /// Watches a broadcast engine session for `DayEnded` and publishes how far
@@ -690,6 +782,9 @@ fn roll_over(shared: &Shared, user: &User, state: &mut UserState, end_seq: u64, 
     }
     let config = &shared.config;
     let closed_day = state.today.number;
+    // Writers of the closing day go back to tailing: they send the rest of
+    // it, then End of Session.
+    state.live = None;
     match day::close_day(
         &config.data_dir,
         &user.config.username,
@@ -1163,18 +1258,33 @@ fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
 }
 
 /// Sends stored messages of day `day` from `next` on, and heartbeats when
-/// idle. Once that day has closed and all of it is sent, sends End of
+/// idle. Once caught up with the current day, it hands the connection to
+/// the storing threads (a [`LiveSink`]): they send each new message as
+/// they store it, and this thread only sends heartbeats, until the sink is
+/// dropped (day close, an out-of-order store) and it tails the store
+/// again. Once that day has closed and all of it is sent, sends End of
 /// Session and returns true (false for any other end).
 fn write_loop(
     shared: &Shared,
     user: &User,
     mut stream: TcpStream,
-    alive: &AtomicBool,
+    alive: &Arc<AtomicBool>,
     day: u64,
-    mut next: u64,
+    next: u64,
 ) -> bool {
     let heartbeat = shared.config.heartbeat_interval;
-    let mut last_sent = Instant::now();
+    let writer = Arc::new(WriterState {
+        next: AtomicU64::new(next),
+        last_sent_ns: AtomicU64::new(0),
+        epoch: Instant::now(),
+        alive: alive.clone(),
+    });
+    let ours = |state: &UserState| {
+        state
+            .live
+            .as_ref()
+            .is_some_and(|sink| Arc::ptr_eq(&sink.writer, &writer))
+    };
     let mut frames = Vec::with_capacity(4096);
     loop {
         frames.clear();
@@ -1187,10 +1297,40 @@ fn write_loop(
                     || shared.stop.load(Ordering::Acquire)
                     || state.failed.is_some()
                 {
+                    if ours(&state) {
+                        state.live = None;
+                    }
                     let _ = stream.shutdown(Shutdown::Both);
                     alive.store(false, Ordering::Release);
                     return false;
                 }
+                if ours(&state) {
+                    // The storing threads send; heartbeats are ours, sent
+                    // under the lock so they never split their writes.
+                    let idle = writer.idle();
+                    if idle >= heartbeat {
+                        let mut beat = Vec::new();
+                        let _ = Packet::ServerHeartbeat.encode(&mut beat);
+                        if stream.write_all(&beat).is_err() {
+                            state.live = None;
+                            let _ = stream.shutdown(Shutdown::Both);
+                            alive.store(false, Ordering::Release);
+                            return false;
+                        }
+                        writer.touch();
+                        count(&shared.stats.heartbeats_sent);
+                        continue;
+                    }
+                    let wait = (heartbeat - idle).min(POLL_INTERVAL);
+                    state = user
+                        .changed
+                        .wait_timeout(state, wait)
+                        .map(|(guard, _)| guard)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                    continue;
+                }
+                // Tailing: from wherever the sink (if it was ours) left off.
+                let next = writer.next.load(Ordering::Acquire);
                 let store = if state.today.number == day {
                     Some(&state.today.store)
                 } else {
@@ -1217,7 +1357,7 @@ fn write_loop(
                             }
                         }
                     }
-                    next = end + 1;
+                    writer.next.store(end + 1, Ordering::Release);
                     break;
                 }
                 if state.today.number != day {
@@ -1226,7 +1366,23 @@ fn write_loop(
                     let _ = Packet::EndOfSession.encode(&mut frames);
                     break;
                 }
-                let idle = last_sent.elapsed();
+                // Caught up with the current day: hand the connection over
+                // (replacing a sink whose connection is gone).
+                let free = state
+                    .live
+                    .as_ref()
+                    .is_none_or(|sink| !sink.writer.alive.load(Ordering::Acquire));
+                if free && shared.config.live_send {
+                    if let Ok(clone) = stream.try_clone() {
+                        state.live = Some(LiveSink {
+                            stream: clone,
+                            day,
+                            writer: writer.clone(),
+                        });
+                        continue;
+                    }
+                }
+                let idle = writer.idle();
                 if idle >= heartbeat {
                     let _ = Packet::ServerHeartbeat.encode(&mut frames);
                     break;
@@ -1245,7 +1401,7 @@ fn write_loop(
             alive.store(false, Ordering::Release);
             return end_of_session && written.is_ok();
         }
-        last_sent = Instant::now();
+        writer.touch();
         if sent == 0 {
             count(&shared.stats.heartbeats_sent);
         } else {

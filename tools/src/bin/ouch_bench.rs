@@ -5,7 +5,8 @@
 //! intended send time on a fixed schedule and latency counts from it, so a
 //! stall is charged to every order it delays (no coordinated omission).
 //!
-//! `ouch_bench [--sessions N] [--seconds S] [--rates 10000,50000,100000]`
+//! `ouch_bench [--sessions N] [--seconds S] [--rates 10000,50000,100000]
+//! [--runs N] [--durability none,fsync] [--send direct,writer]`
 
 use brokerx_engine::pipeline::{Pipeline, PipelineConfig, WaitStrategy};
 use brokerx_engine::{
@@ -345,115 +346,221 @@ fn us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
+/// p50 / p90 / p99 / p99.9 / p99.99 / max in µs.
+fn distribution(h: &Histogram<u64>) -> String {
+    format!(
+        "{:.0} / {:.0} / {:.0} / {:.0} / {:.0} / {:.0}",
+        us(h, 0.5),
+        us(h, 0.9),
+        us(h, 0.99),
+        us(h, 0.999),
+        us(h, 0.9999),
+        h.max() as f64 / 1000.0
+    )
+}
+
+fn list(name: &str, default: &str) -> Vec<String> {
+    arg(name)
+        .unwrap_or_else(|| default.into())
+        .split(',')
+        .map(str::to_string)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Median and range of a list of ratios.
+fn spread(values: &mut [f64]) -> String {
+    values.sort_by(f64::total_cmp);
+    let median = if values.len() % 2 == 1 {
+        values[values.len() / 2]
+    } else {
+        (values[values.len() / 2 - 1] + values[values.len() / 2]) / 2.0
+    };
+    format!(
+        "{median:.2} ({:.2}–{:.2})",
+        values[0],
+        values[values.len() - 1]
+    )
+}
+
+/// One measured rate of one run.
+struct Row {
+    durability: String,
+    send: String,
+    rate: f64,
+    echo: Histogram<u64>,
+    accepted: Histogram<u64>,
+    executed: Histogram<u64>,
+}
+
 fn main() {
     let sessions: usize = arg("--sessions")
         .and_then(|v| v.parse().ok())
         .unwrap_or(4)
         .max(2);
     let seconds: f64 = arg("--seconds").and_then(|v| v.parse().ok()).unwrap_or(2.0);
-    let rates: Vec<f64> = arg("--rates")
-        .unwrap_or_else(|| "10000,50000,100000".into())
-        .split(',')
+    let runs: usize = arg("--runs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let rates: Vec<f64> = list("--rates", "10000,50000,100000")
+        .iter()
         .filter_map(|r| r.parse().ok())
         .collect();
+    // "none": journal not fsynced; "fsync": journal fsynced per batch (the
+    // OUCH stores too only with BROKERX_BENCH_OUCH_FSYNC=1, as in serve).
+    let durabilities = list("--durability", "none,fsync");
+    // "direct": the storing thread sends (default); "writer": every
+    // message wakes the connection's writer thread (the old path).
+    let sends = list("--send", "direct");
+    let ouch_fsync = std::env::var("BROKERX_BENCH_OUCH_FSYNC").is_ok_and(|v| v == "1");
     let root = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/ouch-bench".into()));
-    println!("OUCH round trip over loopback, {sessions} sessions, {seconds} s per rate, open loop (latency from intended send time)");
+    println!("OUCH round trip over loopback, {sessions} sessions, {seconds} s per rate, {runs} run(s), open loop (latency from intended send time)");
     println!();
-    println!("| offered/s | durability | echo p50/p99/p99.9 µs | Accepted p50/p99/p99.9 µs | Executed p50/p99/p99.9 µs | Accepted p99 ÷ echo p99 |");
-    println!("|---:|---|---|---|---|---:|");
-    for durable in [false, true] {
-        let dir = root.join(if durable { "fsync" } else { "none" });
-        let pipeline = start_pipeline(&dir, durable, sessions);
-        let mut config = OuchConfig::new(dir.join("ouch"));
-        config.fsync = durable;
-        config.symbols = vec![("BENCH".into(), SymbolId(0))];
-        config.users = (0..sessions)
-            .map(|s| OuchUser {
-                username: format!("U{s}"),
-                password: "pw".into(),
-                account: AccountId(s as u32 + 1),
-                cancel_on_disconnect: false,
-            })
-            .collect();
-        let server = OuchServer::start(
-            TcpListener::bind("127.0.0.1:0").unwrap(),
-            pipeline.clone(),
-            config,
-        )
-        .expect("ouch");
-        let address = server.local_addr().to_string();
-        // The ITCH feed runs beside it, to a local UDP socket drained by a
-        // thread, so its throughput and publish latency are measured under
-        // the same load.
-        let feed_sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut directory = brokerx_marketdata::SymbolDirectory::new();
-        directory.insert(SymbolId(0), "BENCH", 1).unwrap();
-        let mut itch = brokerx_marketdata::ItchConfig::new(directory, dir.join("engine"));
-        itch.mold_socket = Some(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
-        itch.mold_destination = feed_sink.local_addr().unwrap();
-        let publisher =
-            brokerx_marketdata::ItchPublisher::start(pipeline.clone(), itch).expect("itch");
-        let drain_stop = Arc::new(AtomicBool::new(false));
-        let drain = {
-            let stop = drain_stop.clone();
-            feed_sink
-                .set_read_timeout(Some(Duration::from_millis(50)))
-                .unwrap();
-            std::thread::spawn(move || {
-                let mut buffer = [0u8; 2048];
-                while !stop.load(Ordering::Relaxed) {
-                    let _ = feed_sink.recv(&mut buffer);
+    println!("Each row: p50 / p90 / p99 / p99.9 / p99.99 / max in µs; ratios are OUCH Accepted ÷ echo at p50, p99, p99.9 in the same run.");
+    println!();
+    println!("| run | offered/s | durability | send | echo | Accepted | Executed | Acc÷echo p50 / p99 / p99.9 | Exe÷echo p99 |");
+    println!("|---:|---:|---|---|---|---|---|---|---:|");
+    let mut rows: Vec<Row> = Vec::new();
+    for run in 1..=runs {
+        for durability in &durabilities {
+            let durable = durability == "fsync";
+            for send in &sends {
+                let dir = root.join(format!("{durability}-{send}"));
+                let pipeline = start_pipeline(&dir, durable, sessions);
+                let mut config = OuchConfig::new(dir.join("ouch"));
+                config.fsync = durable && ouch_fsync;
+                config.live_send = send != "writer";
+                config.symbols = vec![("BENCH".into(), SymbolId(0))];
+                config.users = (0..sessions)
+                    .map(|s| OuchUser {
+                        username: format!("U{s}"),
+                        password: "pw".into(),
+                        account: AccountId(s as u32 + 1),
+                        cancel_on_disconnect: false,
+                    })
+                    .collect();
+                let server = OuchServer::start(
+                    TcpListener::bind("127.0.0.1:0").unwrap(),
+                    pipeline.clone(),
+                    config,
+                )
+                .expect("ouch");
+                let address = server.local_addr().to_string();
+                // The ITCH feed runs beside it, to a local UDP socket drained
+                // by a thread, so its throughput and publish latency are
+                // measured under the same load.
+                let feed_sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let mut directory = brokerx_marketdata::SymbolDirectory::new();
+                directory.insert(SymbolId(0), "BENCH", 1).unwrap();
+                let mut itch = brokerx_marketdata::ItchConfig::new(directory, dir.join("engine"));
+                itch.mold_socket = Some(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+                itch.mold_destination = feed_sink.local_addr().unwrap();
+                let publisher =
+                    brokerx_marketdata::ItchPublisher::start(pipeline.clone(), itch).expect("itch");
+                let drain_stop = Arc::new(AtomicBool::new(false));
+                let drain = {
+                    let stop = drain_stop.clone();
+                    feed_sink
+                        .set_read_timeout(Some(Duration::from_millis(50)))
+                        .unwrap();
+                    std::thread::spawn(move || {
+                        let mut buffer = [0u8; 2048];
+                        while !stop.load(Ordering::Relaxed) {
+                            let _ = feed_sink.recv(&mut buffer);
+                        }
+                    })
+                };
+                let feed_start = (publisher.stats(), Instant::now());
+                let streams: Vec<TcpStream> = (0..sessions)
+                    .map(|s| login(&address, &format!("U{s}")))
+                    .collect();
+                let mut offset = 0;
+                for rate in &rates {
+                    // An even count per session pair keeps buys matched by
+                    // sells.
+                    let count = ((rate * seconds) as usize / (2 * sessions) * 2 * sessions)
+                        .max(2 * sessions);
+                    let echo = echo_phase(sessions, *rate, count);
+                    let ouch = ouch_phase(&streams, *rate, count, offset);
+                    offset += count;
+                    println!(
+                        "| {run} | {rate:.0} | {durability} | {send} | {} | {} | {} | {:.2} / {:.2} / {:.2} | {:.2} |",
+                        distribution(&echo),
+                        distribution(&ouch.accepted),
+                        distribution(&ouch.executed),
+                        us(&ouch.accepted, 0.5) / us(&echo, 0.5).max(0.001),
+                        us(&ouch.accepted, 0.99) / us(&echo, 0.99).max(0.001),
+                        us(&ouch.accepted, 0.999) / us(&echo, 0.999).max(0.001),
+                        us(&ouch.executed, 0.99) / us(&echo, 0.99).max(0.001),
+                    );
+                    if ouch.accepted.len() < count as u64 {
+                        println!(
+                            "  (only {} of {count} Accepted within the deadline)",
+                            ouch.accepted.len()
+                        );
+                    }
+                    rows.push(Row {
+                        durability: durability.clone(),
+                        send: send.clone(),
+                        rate: *rate,
+                        echo,
+                        accepted: ouch.accepted,
+                        executed: ouch.executed,
+                    });
                 }
-            })
-        };
-        let feed_start = (publisher.stats(), Instant::now());
-        let streams: Vec<TcpStream> = (0..sessions)
-            .map(|s| login(&address, &format!("U{s}")))
-            .collect();
-        let mut offset = 0;
-        for rate in &rates {
-            // An even count per session pair keeps buys matched by sells.
-            let count =
-                ((rate * seconds) as usize / (2 * sessions) * 2 * sessions).max(2 * sessions);
-            let echo = echo_phase(sessions, *rate, count);
-            let ouch = ouch_phase(&streams, *rate, count, offset);
-            offset += count;
-            println!(
-                "| {rate:.0} | {} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:.2} |",
-                if durable { "fsync" } else { "none" },
-                us(&echo, 0.5), us(&echo, 0.99), us(&echo, 0.999),
-                us(&ouch.accepted, 0.5), us(&ouch.accepted, 0.99), us(&ouch.accepted, 0.999),
-                us(&ouch.executed, 0.5), us(&ouch.executed, 0.99), us(&ouch.executed, 0.999),
-                us(&ouch.accepted, 0.99) / us(&echo, 0.99).max(0.001),
-            );
-            if ouch.accepted.len() < count as u64 {
+                for mut stream in streams {
+                    let _ = stream.write_all(&Packet::LogoutRequest.to_bytes().unwrap());
+                }
+                let feed = publisher.stats();
+                let publish = publisher.latency_histogram();
+                let seconds_elapsed = feed_start.1.elapsed().as_secs_f64();
                 println!(
-                    "  (only {} of {count} Accepted within the deadline)",
-                    ouch.accepted.len()
+                    "|  |  | {durability} | {send} | ITCH feed over the whole run: {} messages in {} MoldUDP64 packets, {:.0} messages/s; publish latency (engine stamp to UDP send, includes the journal commit) p50 / p99 / p99.9 / max {:.1} / {:.1} / {:.1} / {:.1} µs | | | | |",
+                    feed.messages - feed_start.0.messages,
+                    feed.packets - feed_start.0.packets,
+                    (feed.messages - feed_start.0.messages) as f64 / seconds_elapsed,
+                    us(&publish, 0.5),
+                    us(&publish, 0.99),
+                    us(&publish, 0.999),
+                    publish.max() as f64 / 1000.0,
+                );
+                publisher.shutdown();
+                drain_stop.store(true, Ordering::Relaxed);
+                let _ = drain.join();
+                server.shutdown();
+                let _ = pipeline.shutdown();
+            }
+        }
+    }
+    println!();
+    println!("Same-run ratios across {runs} run(s): median (min–max)");
+    println!();
+    println!("| offered/s | durability | send | Accepted÷echo p50 | Accepted÷echo p99 | Accepted÷echo p99.9 | Executed÷echo p99 |");
+    println!("|---:|---|---|---|---|---|---|");
+    for durability in &durabilities {
+        for send in &sends {
+            for rate in &rates {
+                let mine: Vec<&Row> = rows
+                    .iter()
+                    .filter(|r| &r.durability == durability && &r.send == send && r.rate == *rate)
+                    .collect();
+                let ratio = |q: f64, executed: bool| -> Vec<f64> {
+                    mine.iter()
+                        .map(|r| {
+                            let ouch = if executed { &r.executed } else { &r.accepted };
+                            us(ouch, q) / us(&r.echo, q).max(0.001)
+                        })
+                        .collect()
+                };
+                println!(
+                    "| {rate:.0} | {durability} | {send} | {} | {} | {} | {} |",
+                    spread(&mut ratio(0.5, false)),
+                    spread(&mut ratio(0.99, false)),
+                    spread(&mut ratio(0.999, false)),
+                    spread(&mut ratio(0.99, true)),
                 );
             }
         }
-        for mut stream in streams {
-            let _ = stream.write_all(&Packet::LogoutRequest.to_bytes().unwrap());
-        }
-        let feed = publisher.stats();
-        let publish = publisher.latency_histogram();
-        let seconds_elapsed = feed_start.1.elapsed().as_secs_f64();
-        println!(
-            "|  | {} | ITCH feed over the whole run: {} messages in {} MoldUDP64 packets, {:.0} messages/s; publish latency (engine stamp to UDP send, includes the journal commit) p50 / p99 / p99.9 / max {:.1} / {:.1} / {:.1} / {:.1} µs | | | |",
-            if durable { "fsync" } else { "none" },
-            feed.messages - feed_start.0.messages,
-            feed.packets - feed_start.0.packets,
-            (feed.messages - feed_start.0.messages) as f64 / seconds_elapsed,
-            us(&publish, 0.5),
-            us(&publish, 0.99),
-            us(&publish, 0.999),
-            publish.max() as f64 / 1000.0,
-        );
-        publisher.shutdown();
-        drain_stop.store(true, Ordering::Relaxed);
-        let _ = drain.join();
-        server.shutdown();
-        let _ = pipeline.shutdown();
     }
 }
