@@ -5,11 +5,12 @@
 //!   D/F/G/H/q go through the session's [`OrderBook`] (checks, then one
 //!   engine command), V and x are answered from the market data and the
 //!   symbol list;
-//! - per configured session, one *event* thread owns that session's engine
-//!   subscription (its account) for the gateway's whole life, so fills that
-//!   happen while the counterparty is logged out are still turned into
-//!   execution reports, stored under their MsgSeqNums and resent after the
-//!   next Logon;
+//! - one *event* thread owns every session's engine subscription (its
+//!   account) for the gateway's whole life, so fills that happen while the
+//!   counterparty is logged out are still turned into execution reports,
+//!   stored under their MsgSeqNums and resent after the next Logon; one
+//!   thread for all sessions wakes once per engine batch, not once per
+//!   session;
 //! - one *market data* thread follows every engine event (after replaying
 //!   the journal's history), keeps L1/L2 books and sends each subscriber
 //!   its W or X messages after every batch.
@@ -26,7 +27,7 @@ use brokerx_engine::pipeline::{replay_journal, Output, Pipeline, SessionHandle, 
 use brokerx_engine::state::StableHasher;
 use brokerx_engine::{AccountId, Command, Engine, EngineConfig, Event, Side, SymbolId};
 use brokerx_marketdata::{Level, MarketData};
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{RecvTimeoutError, Select, TryRecvError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -196,7 +197,7 @@ impl EngineApp {
             &sessions,
         )
         .map_err(|e| std::io::Error::other(format!("journal history: {e}")))?;
-        for (session, handle) in started {
+        {
             let (sessions, stop, stats) = (sessions.clone(), stop.clone(), stats.clone());
             let drop_outputs = config.drop_outputs.clone();
             let pipeline2 = pipeline.clone();
@@ -204,8 +205,10 @@ impl EngineApp {
                 std::thread::Builder::new()
                     .name("fix-events".into())
                     .spawn(move || {
-                        event_loop(&session, &handle, &sessions, &stop, &stats, drop_outputs);
-                        pipeline2.disconnect(handle.id);
+                        event_loop(&started, &sessions, &stop, &stats, drop_outputs);
+                        for (_, handle) in &started {
+                            pipeline2.disconnect(handle.id);
+                        }
                     })?,
             );
         }
@@ -543,69 +546,108 @@ fn history(
     Ok(book)
 }
 
+/// Per session: the last engine sequence number seen and the ExecID counter
+/// within it.
+struct Cursor {
+    seq: u64,
+    exec_n: u32,
+}
+
+/// One thread for every session's engine outputs: it wakes once for a
+/// batch that concerns many sessions, instead of once per session.
 fn event_loop(
-    session: &PerSession,
-    handle: &SessionHandle,
+    per: &[(Arc<PerSession>, SessionHandle)],
     sessions: &Sessions,
     stop: &AtomicBool,
     stats: &EngineAppStats,
     drop_outputs: Option<Arc<AtomicBool>>,
 ) {
-    let mut seq = 0;
-    let mut exec_n = 0u32;
+    let mut cursors: Vec<Cursor> = per.iter().map(|_| Cursor { seq: 0, exec_n: 0 }).collect();
+    let mut alive: Vec<bool> = per.iter().map(|_| true).collect();
     let mut batch: Vec<Output> = Vec::with_capacity(256);
-    while !stop.load(Ordering::Relaxed) {
-        match handle.receiver.recv_timeout(Duration::from_millis(100)) {
-            Ok(first) => batch.push(first),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => {
-                if let Some(reason) = handle.cut_reason() {
-                    eprintln!(
-                        "brokerx-gateway-fix: {:?} cut off by the engine: {reason}",
-                        session.spec.id
-                    );
-                }
-                return;
+    while !stop.load(Ordering::Relaxed) && alive.iter().any(|a| *a) {
+        let mut select = Select::new();
+        let mut index = Vec::new();
+        for (i, (_, handle)) in per.iter().enumerate() {
+            if alive[i] {
+                select.recv(&handle.receiver);
+                index.push(i);
             }
         }
-        while batch.len() < 4096 {
-            match handle.receiver.try_recv() {
-                Ok(o) => batch.push(o),
-                Err(_) => break,
-            }
-        }
-        if drop_outputs
-            .as_ref()
-            .is_some_and(|d| d.load(Ordering::Relaxed))
-        {
-            batch.clear();
+        // Sleep until some session has output; then serve all of them.
+        if select.ready_timeout(Duration::from_millis(100)).is_err() {
             continue;
         }
-        let mut replies = Vec::new();
-        let mut journal = Vec::new();
-        {
-            let mut book = lock(&session.book);
-            for out in batch.drain(..) {
-                if out.seq <= book.last_seq() && out.seq != seq {
-                    continue; // folded in at start-up
+        for i in index {
+            let (session, handle) = &per[i];
+            loop {
+                match handle.receiver.try_recv() {
+                    Ok(o) => {
+                        batch.push(o);
+                        if batch.len() >= 4096 {
+                            break;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        alive[i] = false;
+                        if let Some(reason) = handle.cut_reason() {
+                            eprintln!(
+                                "brokerx-gateway-fix: {:?} cut off by the engine: {reason}",
+                                session.spec.id
+                            );
+                        }
+                        break;
+                    }
                 }
-                if out.seq != seq {
-                    seq = out.seq;
-                    exec_n = 0;
-                }
-                let step = book.on_output(&out, &mut exec_n);
-                replies.extend(step.replies);
-                journal.extend(step.journal);
             }
-            journal.push(format!("S {}", book.last_seq()));
+            if batch.is_empty() {
+                continue;
+            }
+            if drop_outputs
+                .as_ref()
+                .is_some_and(|d| d.load(Ordering::Relaxed))
+            {
+                batch.clear();
+                continue;
+            }
+            serve(session, &mut batch, &mut cursors[i], sessions, stats);
         }
-        session.write_journal(&journal);
-        if !replies.is_empty() {
-            stats
-                .reports
-                .fetch_add(replies.len() as u64, Ordering::Relaxed);
-            sessions.send(&session.spec.id, replies);
+    }
+}
+
+/// Turns one session's outputs into reports, journals and sends them.
+fn serve(
+    session: &PerSession,
+    batch: &mut Vec<Output>,
+    cursor: &mut Cursor,
+    sessions: &Sessions,
+    stats: &EngineAppStats,
+) {
+    let mut replies = Vec::new();
+    let mut journal = Vec::new();
+    {
+        let mut book = lock(&session.book);
+        for out in batch.drain(..) {
+            if out.seq <= book.last_seq() && out.seq != cursor.seq {
+                continue; // folded in at start-up
+            }
+            if out.seq != cursor.seq {
+                cursor.seq = out.seq;
+                cursor.exec_n = 0;
+            }
+            let step = book.on_output(&out, &mut cursor.exec_n);
+            replies.extend(step.replies);
+            journal.extend(step.journal);
         }
+        journal.push(format!("S {}", book.last_seq()));
+    }
+    session.write_journal(&journal);
+    if !replies.is_empty() {
+        stats
+            .reports
+            .fetch_add(replies.len() as u64, Ordering::Relaxed);
+        sessions.send(&session.spec.id, replies);
     }
 }
 

@@ -45,15 +45,15 @@ impl Schedule {
     }
 
     /// Waits for request `index`'s slot at `rate` per second from `start`,
-    /// and stamps it.
+    /// and stamps it. It sleeps rather than spins (a spinning sender would
+    /// take one of the machine's two cores from the system under test); the
+    /// sleep's overshoot is charged to the requests it delays, since latency
+    /// counts from the intended time.
     pub fn wait_turn(&self, index: usize, rate: f64, start: u64) {
         let at = start + (index as f64 / rate * 1e9) as u64;
         let now = self.now();
-        if at > now + 200_000 {
-            std::thread::sleep(Duration::from_nanos(at - now - 100_000));
-        }
-        while self.now() < at {
-            std::hint::spin_loop();
+        if at > now {
+            std::thread::sleep(Duration::from_nanos(at - now));
         }
         self.intended[index].store(at, Ordering::Relaxed);
     }
