@@ -217,6 +217,15 @@ pub fn apply_all<B: BookUnderTest + ?Sized>(book: &mut B, ops: &[Op]) {
     }
 }
 
+/// Nanoseconds this thread has spent on a CPU (Linux
+/// `/proc/thread-self/schedstat`), or `None` where unavailable. On a shared
+/// machine, throughput per on-CPU second leaves out the time the thread
+/// waited for a core (it still includes cache damage from the others).
+pub fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
 /// Applies `ops` with their pre-resolved `handles` (same length).
 #[inline]
 pub fn apply_all_resolved<B: BookUnderTest + ?Sized>(book: &mut B, ops: &[Op], handles: &[Handle]) {

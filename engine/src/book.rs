@@ -32,18 +32,19 @@ pub(crate) fn prefetch<T>(value: &T) {
 }
 
 /// Like [`prefetch`], for a line about to be written (`prefetchw` where
-/// the CPU has it): the line arrives owned, so the store needs no second
-/// request. Only a hint.
+/// the CPU has it: the line arrives owned, so the store needs no second
+/// request), at a raw address, which need not be valid. Only a hint.
 #[inline(always)]
-pub(crate) fn prefetch_write<T>(value: &T) {
+fn prefetch_write_at(at: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
-        // SAFETY: as for `prefetch`.
-        unsafe { _mm_prefetch::<_MM_HINT_ET0>((value as *const T).cast::<i8>()) }
+        // SAFETY: a prefetch never faults, whatever the address, and has
+        // no architectural effect.
+        unsafe { _mm_prefetch::<_MM_HINT_ET0>(at.cast::<i8>()) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
+    let _ = at;
 }
 
 /// Asks Linux to back the whole 2 MiB pages inside the slab's allocation
@@ -199,6 +200,7 @@ impl OrderSlab {
     }
 
     /// Takes a slot, stamps a fresh generation and returns the order id.
+    #[inline]
     pub fn alloc(&mut self, node: OrderNode) -> (u32, OrderId) {
         let slot = if self.free_head != NIL {
             let slot = self.free_head;
@@ -233,6 +235,7 @@ impl OrderSlab {
         (slot, OrderId::new(slot, generation))
     }
 
+    #[inline]
     pub fn free(&mut self, slot: u32) {
         let node = &mut self.nodes[slot as usize];
         assert!(node.flags == FLAG_LIVE, "free a live order off all lists");
@@ -247,6 +250,7 @@ impl OrderSlab {
     }
 
     /// The slot of a live order with this id.
+    #[inline]
     pub fn find(&self, id: OrderId) -> Option<u32> {
         let node = self.nodes.get(id.slot() as usize)?;
         // Six slots in eight straddle two cache lines. The check below
@@ -263,31 +267,52 @@ impl OrderSlab {
     #[inline(always)]
     pub(crate) fn prefetch_neighbours(&self, slot: u32) {
         let node = &self.nodes[slot as usize];
-        if let Some(prev) = self.nodes.get(node.prev as usize) {
-            prefetch_write(&prev.next);
-        }
-        if let Some(next) = self.nodes.get(node.next as usize) {
-            prefetch_write(&next.prev);
-        }
-        if let Some(prev) = self.nodes.get(node.account_prev as usize) {
-            prefetch_write(&prev.account_next);
-        }
-        if let Some(next) = self.nodes.get(node.account_next as usize) {
-            prefetch_write(&next.account_prev);
-        }
+        self.prefetch_field(node.prev, std::mem::offset_of!(OrderNode, next));
+        self.prefetch_field(node.next, std::mem::offset_of!(OrderNode, prev));
+        self.prefetch_field(
+            node.account_prev,
+            std::mem::offset_of!(OrderNode, account_next),
+        );
+        self.prefetch_field(
+            node.account_next,
+            std::mem::offset_of!(OrderNode, account_prev),
+        );
+    }
+
+    /// The same for the two neighbours in its level alone.
+    #[inline(always)]
+    pub(crate) fn prefetch_level_neighbours(&self, slot: u32) {
+        let node = &self.nodes[slot as usize];
+        self.prefetch_field(node.prev, std::mem::offset_of!(OrderNode, next));
+        self.prefetch_field(node.next, std::mem::offset_of!(OrderNode, prev));
     }
 
     /// Starts loading, for writing, the line of the node in `slot` that
     /// holds its level link (`account` false) or its account link
-    /// (`account` true). `NIL` and slots past the end are ignored.
+    /// (`account` true). `NIL` is ignored.
     #[inline(always)]
     pub(crate) fn prefetch_link(&self, slot: u32, account: bool) {
-        if let Some(node) = self.nodes.get(slot as usize) {
-            if account {
-                prefetch_write(&node.account_next);
-            } else {
-                prefetch_write(&node.next);
-            }
+        let field = if account {
+            std::mem::offset_of!(OrderNode, account_next)
+        } else {
+            std::mem::offset_of!(OrderNode, next)
+        };
+        self.prefetch_field(slot, field);
+    }
+
+    /// Prefetches (for writing) byte `field` of the node in `slot`, unless
+    /// `slot` is `NIL`. No bounds check: the address is only a hint, and a
+    /// prefetch of any address is harmless; every slot on a list is in
+    /// the slab anyway.
+    #[inline(always)]
+    fn prefetch_field(&self, slot: u32, field: usize) {
+        if slot != NIL {
+            let at = self
+                .nodes
+                .as_ptr()
+                .cast::<u8>()
+                .wrapping_add(slot as usize * std::mem::size_of::<OrderNode>() + field);
+            prefetch_write_at(at);
         }
     }
 
@@ -387,6 +412,7 @@ impl Ladder {
     }
 
     /// Appends `slot` at the back of the level's queue.
+    #[inline]
     pub fn push_back(&mut self, nodes: &mut [OrderNode], index: u32, slot: u32) {
         let level = &mut self.levels[index as usize];
         let node = &mut nodes[slot as usize];
@@ -413,6 +439,7 @@ impl Ladder {
 
     /// Removes `slot` from its level. The level's quantity drops by the
     /// node's current leaves.
+    #[inline]
     pub fn unlink(&mut self, nodes: &mut [OrderNode], index: u32, slot: u32) {
         let node = nodes[slot as usize];
         assert!(node.has(FLAG_IN_LEVEL));
@@ -509,6 +536,7 @@ impl AccountOrders {
         tail: NIL,
     };
 
+    #[inline]
     pub fn push_back(&mut self, nodes: &mut [OrderNode], slot: u32) {
         let node = &mut nodes[slot as usize];
         assert!(!node.has(FLAG_IN_ACCOUNT));
@@ -523,6 +551,7 @@ impl AccountOrders {
         self.tail = slot;
     }
 
+    #[inline]
     pub fn unlink(&mut self, nodes: &mut [OrderNode], slot: u32) {
         let node = nodes[slot as usize];
         assert!(node.has(FLAG_IN_ACCOUNT));

@@ -828,6 +828,12 @@ impl Engine {
         price: u64,
         out: &mut Vec<Event>,
     ) {
+        if self.orders.nodes[maker_slot as usize].leaves
+            <= self.orders.nodes[taker_slot as usize].leaves
+        {
+            // The maker leaves the book below: its neighbours get written.
+            self.orders.prefetch_neighbours(maker_slot);
+        }
         let nodes = &mut self.orders.nodes;
         let taker = nodes[taker_slot as usize];
         let maker = nodes[maker_slot as usize];
@@ -962,6 +968,7 @@ impl Engine {
 
     /// Removes a resting order from the book with a cancel event. The
     /// caller emits the level update.
+    #[inline]
     fn remove_resting(
         &mut self,
         slot: u32,
@@ -985,6 +992,7 @@ impl Engine {
     /// Cancels the open quantity of an order that is on no level (a
     /// taker's remainder, or a resting order already unlinked), releases
     /// its hold and frees it.
+    #[inline]
     fn release_and_free(
         &mut self,
         slot: u32,
@@ -1006,6 +1014,7 @@ impl Engine {
 
     /// Ends an order that is on no price level: off its account list, its
     /// hold released, its slot freed. Returns its id and last state.
+    #[inline]
     fn retire(&mut self, slot: u32) -> (OrderId, OrderNode) {
         let node = self.orders.nodes[slot as usize];
         assert!(!node.has(FLAG_IN_LEVEL));
@@ -1029,6 +1038,7 @@ impl Engine {
     }
 
     /// The slot of a resting order `account` may act on.
+    #[inline]
     fn owned_resting(&self, account: AccountId, order_id: OrderId) -> Result<u32, RejectCode> {
         self.engine_account(account)?;
         let slot = self.orders.find(order_id).ok_or(RejectCode::UnknownOrder)?;
@@ -1056,6 +1066,7 @@ impl Engine {
         Ok(())
     }
 
+    #[inline]
     fn cancel_with_level(
         &mut self,
         slot: u32,
@@ -1092,6 +1103,13 @@ impl Engine {
             return Err(RejectCode::InvalidQuantity);
         }
         check_price(state, price)?;
+        if price != node.price {
+            // The order moves: start loading what unlinking it writes
+            // and the last order of the level it may rest at.
+            self.orders.prefetch_level_neighbours(slot);
+            let tail = state.ladder(side).levels[state.index_of(price) as usize].tail;
+            self.orders.prefetch_link(tail, false);
+        }
         let old = state.ticket(node.account, symbol, side, node.price, node.leaves);
         let new = state.ticket(node.account, symbol, side, price, qty);
         self.ledger.re_reserve(&old, &new)?;

@@ -35,8 +35,8 @@
 //! Release build: `cargo run --release -p brokerx-tools --bin latency -- ...`
 
 use brokerx_benches::{
-    apply_all, apply_all_resolved, BookKind, BookUnderTest, BrokerxEngine, Handle, Op, OpKind,
-    Resolution, Scenario, WorkloadConfig,
+    apply_all, apply_all_resolved, thread_cpu_ns, BookKind, BookUnderTest, BrokerxEngine, Handle,
+    Op, OpKind, Resolution, Scenario, WorkloadConfig,
 };
 use hdrhistogram::Histogram;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -203,6 +203,9 @@ struct Outcome {
     ops_per_sec: f64,
     /// Throughput of each round, in round order.
     rounds: Vec<f64>,
+    /// The same per second on a CPU (time the thread waited for a core
+    /// left out), where the OS reports it.
+    rounds_cpu: Vec<f64>,
     hist: Histogram<u64>,
     /// Latency per op kind, indexed by `OpKind as usize`.
     by_kind: Vec<Histogram<u64>>,
@@ -241,6 +244,7 @@ fn feed<B: BookUnderTest>(book: &mut B, ops: &[Op], handles: Option<&[Handle]>) 
 /// One throughput pass.
 struct Sample {
     ops_per_sec: f64,
+    ops_per_cpu_sec: f64,
     allocs: u64,
     bytes: i64,
     faults: u64,
@@ -316,6 +320,7 @@ fn run<'a, B: BookUnderTest + 'a>(
         name,
         ops_per_sec: 0.0,
         rounds: Vec::new(),
+        rounds_cpu: Vec::new(),
         hist,
         by_kind,
         slowest: {
@@ -344,14 +349,17 @@ fn run<'a, B: BookUnderTest + 'a>(
         let measured = handles(|r| &r.measured);
         let f0 = page_faults();
         let (a0, b0) = (allocs(), live_bytes());
+        let cpu0 = thread_cpu_ns();
         let start = Instant::now();
         feed(&mut book, &sc.measured, measured);
         let elapsed = start.elapsed();
+        let cpu = thread_cpu_ns().zip(cpu0).map(|(b, a)| (b - a) as f64 / 1e9);
         let (allocs, bytes) = (allocs() - a0, live_bytes() - b0);
         let faults = page_faults() - f0;
         let (_, note) = inspect(&book);
         Sample {
             ops_per_sec: sc.measured.len() as f64 / elapsed.as_secs_f64(),
+            ops_per_cpu_sec: cpu.map_or(f64::NAN, |c| sc.measured.len() as f64 / c),
             allocs,
             bytes,
             faults,
@@ -504,6 +512,7 @@ fn main() -> ExitCode {
             let sample = passes[i]();
             let r = &mut results[i];
             r.rounds.push(sample.ops_per_sec);
+            r.rounds_cpu.push(sample.ops_per_cpu_sec);
             r.agrees &= sample.agrees;
             r.allocs_timed = r.allocs_timed.max(sample.allocs);
             r.bytes_timed = r.bytes_timed.max(sample.bytes);
@@ -522,6 +531,46 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// One table of per-round throughputs (`pick`), with BrokerX ÷ book per
+/// round and the median and range of those ratios.
+fn round_table(results: &[Outcome], title: &str, pick: impl Fn(&Outcome) -> &Vec<f64>) {
+    let brokerx = results.iter().find(|r| r.name == "brokerx");
+    println!("{title}:\n");
+    print!("| book |");
+    let rounds = results.first().map_or(0, |r| pick(r).len());
+    for i in 0..rounds {
+        print!(" round {} |", i + 1);
+    }
+    println!(" median | BrokerX / book per round | median ratio | range |");
+    println!("|---|{}---:|---|---:|---|", "---:|".repeat(rounds));
+    for r in results {
+        print!("| {} |", r.name);
+        for x in pick(r) {
+            print!(" {} |", ops_fmt(*x));
+        }
+        let ratios: Option<Vec<f64>> =
+            brokerx.map(|b| pick(b).iter().zip(pick(r)).map(|(x, y)| x / y).collect());
+        let (per_round, med, range) = match ratios {
+            Some(v) => {
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(0.0, f64::max);
+                let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+                (
+                    list.join(", "),
+                    format!("{:.2}x", median(&v)),
+                    format!("{lo:.2}-{hi:.2}"),
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            " {} | {per_round} | {med} | {range} |",
+            ops_fmt(median(pick(r)))
+        );
+    }
+    println!();
 }
 
 fn ops_fmt(x: f64) -> String {
@@ -547,38 +596,16 @@ fn report(results: &[Outcome], sc: &Scenario, csv: bool) {
     let ratios = |r: &Outcome| -> Option<Vec<f64>> {
         brokerx.map(|b| b.rounds.iter().zip(&r.rounds).map(|(x, y)| x / y).collect())
     };
-    println!("Throughput per round (ops/s; rounds interleaved over the books):\n");
-    print!("| book |");
-    let rounds = results.first().map_or(0, |r| r.rounds.len());
-    for i in 0..rounds {
-        print!(" round {} |", i + 1);
-    }
-    println!(" median | BrokerX / book per round | median ratio | range |");
-    println!("|---|{}---:|---|---:|---|", "---:|".repeat(rounds));
-    for r in results {
-        print!("| {} |", r.name);
-        for x in &r.rounds {
-            print!(" {} |", ops_fmt(*x));
-        }
-        let (per_round, med, range) = match ratios(r) {
-            Some(v) => {
-                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = v.iter().copied().fold(0.0, f64::max);
-                let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
-                (
-                    list.join(", "),
-                    format!("{:.2}x", median(&v)),
-                    format!("{lo:.2}-{hi:.2}"),
-                )
-            }
-            None => ("-".into(), "-".into(), "-".into()),
-        };
-        println!(
-            " {} | {per_round} | {med} | {range} |",
-            ops_fmt(r.ops_per_sec)
-        );
-    }
-    println!();
+    round_table(
+        results,
+        "Throughput per round (ops per wall-clock second; rounds interleaved over the books)",
+        |r| &r.rounds,
+    );
+    round_table(
+        results,
+        "Throughput per round (ops per on-CPU second: time the thread waited for a core left out)",
+        |r| &r.rounds_cpu,
+    );
     print!("| book | median throughput (ops/s) | BrokerX / book (median of rounds) |");
     for (_, q) in QUANTILES {
         print!(" {q} (ns) |");
