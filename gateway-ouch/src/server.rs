@@ -29,7 +29,7 @@ use crate::day::{self, Day};
 use crate::reasons::reject;
 use crate::regen::{regenerate, Window};
 use crate::store::{Mark, MessageStore, StoreError};
-use brokerx_engine::pipeline::{Output, Pipeline, SessionHandle, Submitter};
+use brokerx_engine::pipeline::{InlineConsumer, Output, Pipeline, SessionHandle, Submitter};
 use brokerx_engine::{AccountId, Command, Event, SymbolId};
 use brokerx_soupbin::{alpha_trimmed, LoginRejectReason, Packet, SESSION_BYTES};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -37,7 +37,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,6 +47,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const SESSION_PREFIX_BYTES: usize = 6;
 /// Most stored messages the writer sends in one write.
 const WRITE_BATCH_MESSAGES: u64 = 256;
+/// The sockets' send timeout: one blocked `write` gives up after this, so
+/// a thread that sends live messages (possibly the engine's) is never held
+/// by a client that stops reading; the writer thread retries up to
+/// `write_timeout`.
+const WRITE_SLICE: Duration = Duration::from_millis(1);
 
 /// One login: credentials, the risk account its orders trade for, and
 /// whether its resting orders are cancelled when its connection ends.
@@ -87,6 +92,11 @@ pub struct OuchConfig {
     /// connection's writer has caught up, instead of waking the writer:
     /// one thread hand-off fewer per message (default on).
     pub live_send: bool,
+    /// Turn engine outputs into stored (and live-sent) messages on the
+    /// engine's own thread, as an inline pipeline consumer, instead of one
+    /// event thread per user: one thread hand-off fewer per order (default
+    /// on). Ignored with `fsync` (the engine thread never fsyncs for us).
+    pub inline_events: bool,
 }
 
 impl OuchConfig {
@@ -105,6 +115,7 @@ impl OuchConfig {
             write_timeout: Duration::from_secs(5),
             max_connections: 64,
             live_send: true,
+            inline_events: true,
         }
     }
 }
@@ -222,6 +233,8 @@ struct UserState {
     mark: Mark,
     /// Command whose own tagged output was last counted in `mark.answered`.
     last_answered: u64,
+    /// Day ends applied (index into the day clock's `ends`), inline mode.
+    applied: usize,
     /// The logged-in connection, once its writer has caught up: whoever
     /// stores messages (the event thread, or the reader for a gateway
     /// reject) also sends them on it, under this lock, so a live message
@@ -244,6 +257,9 @@ struct WriterState {
     last_sent_ns: AtomicU64,
     epoch: Instant,
     alive: Arc<AtomicBool>,
+    /// Bytes a live send could not write at once: the writer thread sends
+    /// them before anything else.
+    backlog: Mutex<Vec<u8>>,
 }
 
 impl WriterState {
@@ -287,9 +303,11 @@ struct Shared {
     stop: AtomicBool,
     pipeline: Arc<Pipeline>,
     open_connections: AtomicUsize,
-    clock: Mutex<DayClock>,
+    clock: Arc<Mutex<DayClock>>,
     /// Signalled when the watcher's `watermark` moves.
-    clock_changed: Condvar,
+    clock_changed: Arc<Condvar>,
+    /// Inline mode: the engine sessions to disconnect at shutdown.
+    inline_sessions: Vec<brokerx_engine::pipeline::SessionId>,
 }
 
 /// What the day watcher (a broadcast engine session, so it sees every
@@ -329,6 +347,106 @@ impl Shared {
                 .unwrap_or_else(|e| e.into_inner().0);
         }
         true
+    }
+}
+
+/// Inline mode: a user's engine session, fed on the engine thread.
+#[derive(Default)]
+struct InlineUser {
+    inbox: Mutex<Vec<Output>>,
+    target: OnceLock<(Weak<Shared>, Arc<User>)>,
+    /// Set once the outputs regenerated at start are stored.
+    ready: AtomicBool,
+    /// The user's `applied` day ends, for a lock-free "nothing to do".
+    applied: AtomicUsize,
+}
+
+impl InlineConsumer for InlineUser {
+    fn output(&self, output: &Output) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(*output);
+    }
+
+    /// After each engine batch: the batch is published, so every day end
+    /// the watcher (an inline consumer registered first) has recorded has
+    /// all its outputs to this user in the inbox.
+    fn flush(&self) {
+        if !self.ready.load(Ordering::Acquire) {
+            return;
+        }
+        let Some((shared, user)) = self.target.get() else {
+            return;
+        };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let idle = self
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+            && shared.clock().ends.len() <= self.applied.load(Ordering::Acquire);
+        if idle {
+            return;
+        }
+        let mut state = user.lock();
+        let outputs = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        store_outputs(&shared, user, &mut state, &outputs, u64::MAX);
+        self.applied.store(state.applied, Ordering::Release);
+    }
+}
+
+/// Inline mode: the day watcher, fed on the engine thread.
+struct InlineWatch {
+    clock: Arc<Mutex<DayClock>>,
+}
+
+impl InlineConsumer for InlineWatch {
+    fn output(&self, output: &Output) {
+        let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        clock.watermark = clock.watermark.max(output.seq);
+        if matches!(output.event, Event::DayEnded { .. }) {
+            clock.ends.push((output.seq, output.timestamp_ns));
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Stores outputs (mapped to OUCH messages), closing the day at each day
+/// end before an output of a later command, and at the day ends up to
+/// `complete_through` (all of whose outputs are known to be here).
+fn store_outputs(
+    shared: &Shared,
+    user: &User,
+    state: &mut UserState,
+    outputs: &[Output],
+    complete_through: u64,
+) {
+    let mut from = 0;
+    for (i, output) in outputs.iter().enumerate() {
+        while let Some((end, timestamp_ns)) = shared.day_end(state.applied) {
+            if end >= output.seq {
+                break;
+            }
+            apply_outputs(shared, user, state, &outputs[from..i]);
+            from = i;
+            roll_over(shared, user, state, end, timestamp_ns);
+            state.applied += 1;
+        }
+    }
+    apply_outputs(shared, user, state, &outputs[from..]);
+    while let Some((end, timestamp_ns)) = shared.day_end(state.applied) {
+        if end > complete_through {
+            break;
+        }
+        roll_over(shared, user, state, end, timestamp_ns);
+        state.applied += 1;
     }
 }
 
@@ -402,11 +520,27 @@ impl OuchServer {
         let mut users = Vec::new();
         let mut sessions: Vec<SessionHandle> = Vec::new();
         let mut submitters = Vec::new();
+        let inline = config.inline_events && !config.fsync;
+        let clock: Arc<Mutex<DayClock>> = Arc::default();
+        let mut inlines: Vec<Arc<InlineUser>> = Vec::new();
         // Registered before the users' sessions, so it sees every command
         // they see.
-        let (_, watch) = pipeline.connect(&[], true);
+        let (_, watch) = if inline {
+            let watcher = Arc::new(InlineWatch {
+                clock: clock.clone(),
+            });
+            pipeline.connect_inline(&[], true, watcher)
+        } else {
+            pipeline.connect(&[], true)
+        };
         for user in &config.users {
-            let (submitter, handle) = pipeline.connect(&[user.account], false);
+            let (submitter, handle) = if inline {
+                let consumer = Arc::new(InlineUser::default());
+                inlines.push(consumer.clone());
+                pipeline.connect_inline(&[user.account], false, consumer)
+            } else {
+                pipeline.connect(&[user.account], false)
+            };
             sessions.push(handle);
             submitters.push(submitter);
         }
@@ -421,8 +555,10 @@ impl OuchServer {
         let mut days = Vec::new();
         let mut windows = Vec::new();
         let mut from = u64::MAX;
+        let mut live_froms = Vec::new();
         for (user, handle) in config.users.iter().zip(&sessions) {
             let live_from = registered(handle)?;
+            live_froms.push(live_from);
             let mut today = day::open_current_day(
                 &config.data_dir,
                 &user.username,
@@ -519,6 +655,7 @@ impl OuchServer {
                     failed: None,
                     mark,
                     last_answered: mark.seq,
+                    applied,
                     live: None,
                 }),
                 changed: Condvar::new(),
@@ -537,31 +674,65 @@ impl OuchServer {
             stop: AtomicBool::new(false),
             pipeline,
             open_connections: AtomicUsize::new(0),
-            clock: Mutex::new(DayClock {
-                watermark: watch_from,
-                ends: regenerated.ends,
-                lost: false,
-            }),
-            clock_changed: Condvar::new(),
+            clock: clock.clone(),
+            clock_changed: Arc::new(Condvar::new()),
+            inline_sessions: if inline {
+                std::iter::once(watch.id)
+                    .chain(sessions.iter().map(|h| h.id))
+                    .collect()
+            } else {
+                Vec::new()
+            },
         });
-        let mut threads = Vec::new();
         {
-            let shared = shared.clone();
-            let thread = std::thread::Builder::new()
-                .name("ouch-day-watch".into())
-                .spawn(move || watch_loop(&shared, watch))
-                .map_err(OuchError::Io)?;
-            threads.push(thread);
+            // History first, then what the watcher has seen live (after
+            // `watch_from`, so nothing twice).
+            let mut clock = clock.lock().unwrap_or_else(|e| e.into_inner());
+            let live = std::mem::take(&mut clock.ends);
+            clock.ends = regenerated.ends;
+            clock.ends.extend(live);
+            clock.watermark = clock.watermark.max(watch_from);
         }
-        for ((user, handle), (prelude, applied)) in shared.users.iter().zip(sessions).zip(preludes)
-        {
-            let shared = shared.clone();
-            let user = user.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("ouch-events-{}", user.config.username))
-                .spawn(move || event_loop(&shared, &user, handle, prelude, applied))
-                .map_err(OuchError::Io)?;
-            threads.push(thread);
+        let mut threads = Vec::new();
+        if inline {
+            for ((user, consumer), ((prelude, _), live_from)) in shared
+                .users
+                .iter()
+                .zip(&inlines)
+                .zip(preludes.into_iter().zip(live_froms))
+            {
+                let _ = consumer.target.set((Arc::downgrade(&shared), user.clone()));
+                let mut state = user.lock();
+                // The regenerated outputs, then what arrived live meanwhile;
+                // day ends up to `live_from` are complete, later ones are
+                // closed by the engine thread's next flush.
+                store_outputs(&shared, user, &mut state, &prelude, live_from);
+                let live =
+                    std::mem::take(&mut *consumer.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+                store_outputs(&shared, user, &mut state, &live, live_from);
+                consumer.applied.store(state.applied, Ordering::Release);
+                consumer.ready.store(true, Ordering::Release);
+            }
+        } else {
+            {
+                let shared = shared.clone();
+                let thread = std::thread::Builder::new()
+                    .name("ouch-day-watch".into())
+                    .spawn(move || watch_loop(&shared, watch))
+                    .map_err(OuchError::Io)?;
+                threads.push(thread);
+            }
+            for ((user, handle), (prelude, applied)) in
+                shared.users.iter().zip(sessions).zip(preludes)
+            {
+                let shared = shared.clone();
+                let user = user.clone();
+                let thread = std::thread::Builder::new()
+                    .name(format!("ouch-events-{}", user.config.username))
+                    .spawn(move || event_loop(&shared, &user, handle, prelude, applied))
+                    .map_err(OuchError::Io)?;
+                threads.push(thread);
+            }
         }
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         {
@@ -602,6 +773,9 @@ impl OuchServer {
             std::mem::take(&mut *self.connections.lock().unwrap_or_else(|e| e.into_inner()));
         for thread in threads.into_iter().chain(connections) {
             let _ = thread.join();
+        }
+        for session in &self.shared.inline_sessions {
+            self.shared.pipeline.disconnect(*session);
         }
     }
 }
@@ -712,8 +886,8 @@ fn send_live(shared: &Shared, state: &mut UserState, first: u64, messages: &[Vec
         frames.push(b'S');
         frames.extend_from_slice(message);
     }
-    match sink.stream.write_all(&frames) {
-        Ok(()) => {
+    match try_send(&mut sink.stream, &frames) {
+        Ok(written) => {
             sink.writer
                 .next
                 .store(first + messages.len() as u64, Ordering::Release);
@@ -722,7 +896,18 @@ fn send_live(shared: &Shared, state: &mut UserState, first: u64, messages: &[Vec
                 .stats
                 .sequenced_messages_sent
                 .fetch_add(messages.len() as u64, Ordering::Relaxed);
-            true
+            if written == frames.len() {
+                return true;
+            }
+            // The client is not reading fast enough: the writer thread
+            // sends the rest, with the patience of `write_timeout`.
+            sink.writer
+                .backlog
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(&frames[written..]);
+            state.live = None;
+            false
         }
         Err(_) => {
             // The writer thread sees the connection dead and ends it.
@@ -977,7 +1162,36 @@ fn send_packet(stream: &mut TcpStream, packet: &Packet) -> std::io::Result<()> {
     let bytes = packet
         .to_bytes()
         .map_err(|e| std::io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
-    stream.write_all(&bytes)
+    write_fully(stream, &bytes, Duration::from_secs(5))
+}
+
+/// Writes as much of `bytes` as the socket takes within one send timeout
+/// (`WRITE_SLICE`); returns how much.
+fn try_send(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match stream.write(&bytes[done..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Writes all of `bytes`, retrying send timeouts until `limit` has passed.
+fn write_fully(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut done = 0;
+    while done < bytes.len() {
+        done += try_send(stream, &bytes[done..])?;
+        if done < bytes.len() && Instant::now() >= deadline {
+            return Err(ErrorKind::TimedOut.into());
+        }
+    }
+    Ok(())
 }
 
 fn count(counter: &AtomicU64) {
@@ -989,7 +1203,7 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(POLL_INTERVAL))?;
-    stream.set_write_timeout(Some(shared.config.write_timeout))?;
+    stream.set_write_timeout(Some(WRITE_SLICE))?;
     let mut writer = stream.try_clone()?;
     let mut reader = PacketReader {
         stream,
@@ -1278,7 +1492,9 @@ fn write_loop(
         last_sent_ns: AtomicU64::new(0),
         epoch: Instant::now(),
         alive: alive.clone(),
+        backlog: Mutex::new(Vec::new()),
     });
+    let patience = shared.config.write_timeout;
     let ours = |state: &UserState| {
         state
             .live
@@ -1311,11 +1527,23 @@ fn write_loop(
                     if idle >= heartbeat {
                         let mut beat = Vec::new();
                         let _ = Packet::ServerHeartbeat.encode(&mut beat);
-                        if stream.write_all(&beat).is_err() {
-                            state.live = None;
-                            let _ = stream.shutdown(Shutdown::Both);
-                            alive.store(false, Ordering::Release);
-                            return false;
+                        match try_send(&mut stream, &beat) {
+                            Ok(n) => {
+                                if n < beat.len() {
+                                    writer
+                                        .backlog
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .extend_from_slice(&beat[n..]);
+                                    state.live = None;
+                                }
+                            }
+                            Err(_) => {
+                                state.live = None;
+                                let _ = stream.shutdown(Shutdown::Both);
+                                alive.store(false, Ordering::Release);
+                                return false;
+                            }
                         }
                         writer.touch();
                         count(&shared.stats.heartbeats_sent);
@@ -1329,7 +1557,14 @@ fn write_loop(
                         .unwrap_or_else(|e| e.into_inner().0);
                     continue;
                 }
-                // Tailing: from wherever the sink (if it was ours) left off.
+                // Tailing: from wherever the sink (if it was ours) left off,
+                // after what it could not send.
+                let backlog =
+                    std::mem::take(&mut *writer.backlog.lock().unwrap_or_else(|e| e.into_inner()));
+                if !backlog.is_empty() {
+                    frames.extend_from_slice(&backlog);
+                    break;
+                }
                 let next = writer.next.load(Ordering::Acquire);
                 let store = if state.today.number == day {
                     Some(&state.today.store)
@@ -1395,7 +1630,7 @@ fn write_loop(
                     .unwrap_or_else(|e| e.into_inner().0);
             }
         }
-        let written = stream.write_all(&frames);
+        let written = write_fully(&mut stream, &frames, patience);
         if written.is_err() || end_of_session {
             let _ = stream.shutdown(Shutdown::Both);
             alive.store(false, Ordering::Release);

@@ -357,7 +357,21 @@ fn expect_rejected(client: &mut Client, token_text: &str, reason: u8) {
 
 #[test]
 fn trading_day_over_ouch() {
-    let dir = temp_dir("day");
+    trading_day_over_ouch_with(true);
+}
+
+/// The same with one event thread per user instead of the engine thread.
+#[test]
+fn trading_day_over_ouch_threaded() {
+    trading_day_over_ouch_with(false);
+}
+
+fn trading_day_over_ouch_with(inline: bool) {
+    let dir = temp_dir(if inline { "day" } else { "day-threaded" });
+    let ouch_config = |dir: &Path| OuchConfig {
+        inline_events: inline,
+        ..ouch_config(dir)
+    };
     let pipeline = start_pipeline(&dir);
     let server = start_server(&pipeline, ouch_config(&dir));
     let addr = server.local_addr();
@@ -714,7 +728,25 @@ fn expect_system_event(client: &mut Client, code: u8) {
 
 #[test]
 fn day_rollover_at_the_engine_end_of_day() {
-    let dir = temp_dir("rollover");
+    day_rollover_at_the_engine_end_of_day_with(true);
+}
+
+/// The same with one event thread per user instead of the engine thread.
+#[test]
+fn day_rollover_at_the_engine_end_of_day_threaded() {
+    day_rollover_at_the_engine_end_of_day_with(false);
+}
+
+fn day_rollover_at_the_engine_end_of_day_with(inline: bool) {
+    let dir = temp_dir(if inline {
+        "rollover"
+    } else {
+        "rollover-threaded"
+    });
+    let ouch_config = |dir: &Path| OuchConfig {
+        inline_events: inline,
+        ..ouch_config(dir)
+    };
     let pipeline = start_pipeline(&dir);
     let server = start_server(&pipeline, ouch_config(&dir));
     let addr = server.local_addr();

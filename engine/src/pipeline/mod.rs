@@ -26,7 +26,7 @@ pub use recovery::{
     journal_dir, load_snapshot, parse_snapshot, recover, replay_journal, snapshot_dir, Recovered,
     RecoveryError, SnapshotHeader,
 };
-pub use routing::{accounts_of, Output, SessionHandle, SessionId, Subscription};
+pub use routing::{accounts_of, InlineConsumer, Output, SessionHandle, SessionId, Subscription};
 
 use crate::codec::encode_command;
 use crate::state::StableHasher;
@@ -291,9 +291,36 @@ impl Pipeline {
         accounts: &[brokerx_risk::AccountId],
         everything: bool,
     ) -> (Submitter, SessionHandle) {
+        self.register(accounts, everything, None)
+    }
+
+    /// Like [`Pipeline::connect`], but the outputs are handed to `consumer`
+    /// on the engine thread as they are published (no queue, no thread
+    /// hand-off; see [`InlineConsumer`] for what it may do). The handle's
+    /// receiver never receives; `registered_after` works as usual.
+    pub fn connect_inline(
+        &self,
+        accounts: &[brokerx_risk::AccountId],
+        everything: bool,
+        consumer: Arc<dyn InlineConsumer>,
+    ) -> (Submitter, SessionHandle) {
+        self.register(accounts, everything, Some(consumer))
+    }
+
+    fn register(
+        &self,
+        accounts: &[brokerx_risk::AccountId],
+        everything: bool,
+        inline: Option<Arc<dyn InlineConsumer>>,
+    ) -> (Submitter, SessionHandle) {
         let id = SessionId(self.shared.next_session.fetch_add(1, Ordering::Relaxed));
-        let (subscription, handle) =
-            routing::subscription(id, accounts, everything, self.shared.outbound_capacity);
+        let (subscription, handle) = routing::subscription(
+            id,
+            accounts,
+            everything,
+            self.shared.outbound_capacity,
+            inline,
+        );
         self.control(Control::Register(subscription));
         let submitter = Submitter {
             shared: self.shared.clone(),
@@ -452,6 +479,7 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
             router.publish(item.session, item.seq, item.timestamp_ns, slice);
             start = item.events_end;
         }
+        router.flush_inline();
         shared
             .stats
             .events
@@ -561,5 +589,85 @@ fn wait(shared: &Shared, strategy: WaitStrategy, spins: u32) -> u32 {
             shared.sleeping.store(false, Ordering::SeqCst);
             spins
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AccountId, Limits, SelfTradePrevention};
+
+    /// Records what the engine thread hands it, and the durable sequence
+    /// number at that moment.
+    struct Recorder {
+        shared: Arc<Shared>,
+        seen: Mutex<Vec<(u64, u64)>>,
+        flushes: AtomicU64,
+    }
+
+    impl InlineConsumer for Recorder {
+        fn output(&self, output: &Output) {
+            let durable = self.shared.stats.durable_seq.load(Ordering::Acquire);
+            self.seen.lock().unwrap().push((output.seq, durable));
+        }
+
+        fn flush(&self) {
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn inline_consumers_get_durable_outputs_from_their_registration_on() {
+        let dir = std::env::temp_dir().join(format!("brokerx-inline-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut config = PipelineConfig::new(dir.clone());
+        config.segment_bytes = 1 << 20;
+        let pipeline = Pipeline::start(config, crate::EngineConfig::default()).unwrap();
+        let recorder = |pipeline: &Pipeline| {
+            Arc::new(Recorder {
+                shared: pipeline.shared.clone(),
+                seen: Mutex::new(Vec::new()),
+                flushes: AtomicU64::new(0),
+            })
+        };
+        let first = recorder(&pipeline);
+        let (submitter, handle) = pipeline.connect_inline(&[], true, first.clone());
+        assert_eq!(handle.registered_after(Duration::from_secs(10)), Some(0));
+        let create = |account| Command::CreateAccount {
+            account: AccountId(account),
+            limits: Limits::UNLIMITED,
+            self_trade: SelfTradePrevention::CancelNewest,
+        };
+        let wait_for = |recorder: &Recorder, seq: u64| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !recorder.seen.lock().unwrap().iter().any(|(s, _)| *s == seq) {
+                assert!(std::time::Instant::now() < deadline, "seq {seq} never came");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        for account in 1..=3 {
+            submitter.submit(create(account)).unwrap();
+        }
+        wait_for(&first, 3);
+        let second = recorder(&pipeline);
+        let (_, late) = pipeline.connect_inline(&[], true, second.clone());
+        let after = late.registered_after(Duration::from_secs(10)).unwrap();
+        assert_eq!(after, 3, "registered once the first three were out");
+        submitter.submit(create(4)).unwrap();
+        wait_for(&second, 4);
+        for recorder in [&first, &second] {
+            let seen = recorder.seen.lock().unwrap();
+            assert!(seen.iter().all(|(seq, durable)| seq <= durable), "{seen:?}");
+            assert!(recorder.flushes.load(Ordering::Relaxed) >= 1);
+        }
+        assert!(second
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(seq, _)| *seq > after));
+        pipeline.disconnect(late.id);
+        pipeline.shutdown().unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

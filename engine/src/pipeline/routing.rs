@@ -27,10 +27,22 @@ pub struct Output {
     pub last: bool,
 }
 
+/// A consumer that runs on the engine thread itself: no queue and no
+/// thread hand-off. `output` is called for each output as it is routed
+/// (it must only record it), `flush` once after every published batch
+/// (for every inline consumer, whether it got outputs or not). Both run on
+/// the engine thread after the batch's fsync, so they must never block on
+/// anything slow (a socket that may be full, a lock held across I/O).
+pub trait InlineConsumer: Send + Sync {
+    fn output(&self, output: &Output);
+    fn flush(&self);
+}
+
 /// The engine side of a registration.
 pub struct Subscription {
     id: SessionId,
     sender: Sender<Output>,
+    inline: Option<Arc<dyn InlineConsumer>>,
     accounts: Vec<AccountId>,
     everything: bool,
     cut_reason: Arc<Mutex<Option<String>>>,
@@ -79,13 +91,16 @@ pub(crate) fn subscription(
     accounts: &[AccountId],
     everything: bool,
     capacity: usize,
+    inline: Option<Arc<dyn InlineConsumer>>,
 ) -> (Subscription, SessionHandle) {
+    let capacity = if inline.is_some() { 0 } else { capacity };
     let (sender, receiver) = crossbeam_channel::bounded(capacity);
     let cut_reason = Arc::new(Mutex::new(None));
     let registered = Arc::new(AtomicU64::new(0));
     let subscription = Subscription {
         id,
         sender,
+        inline,
         accounts: accounts.to_vec(),
         everything,
         cut_reason: cut_reason.clone(),
@@ -136,6 +151,7 @@ pub(crate) struct Router {
     everything: Vec<SessionId>,
     cut_off: u64,
     targets: Vec<SessionId>,
+    inline: Vec<Arc<dyn InlineConsumer>>,
 }
 
 impl Router {
@@ -153,6 +169,22 @@ impl Router {
             self.everything.push(id);
         }
         self.sessions.insert(id, subscription);
+        self.collect_inline();
+    }
+
+    fn collect_inline(&mut self) {
+        self.inline = self
+            .sessions
+            .values()
+            .filter_map(|s| s.inline.clone())
+            .collect();
+    }
+
+    /// After a published batch: every inline consumer's `flush`.
+    pub(crate) fn flush_inline(&self) {
+        for consumer in &self.inline {
+            consumer.flush();
+        }
     }
 
     pub(crate) fn unregister(&mut self, id: SessionId) {
@@ -163,6 +195,9 @@ impl Router {
                 }
             }
             self.everything.retain(|s| *s != id);
+            if subscription.inline.is_some() {
+                self.collect_inline();
+            }
         }
     }
 
@@ -210,6 +245,10 @@ impl Router {
         let Some(subscription) = self.sessions.get(&target) else {
             return;
         };
+        if let Some(consumer) = &subscription.inline {
+            consumer.output(&output);
+            return;
+        }
         match subscription.sender.try_send(output) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
