@@ -286,7 +286,8 @@ async fn clock(_auth: Auth) -> Json<Value> {
     }))
 }
 
-fn alpaca_activity(mut v: Value) -> Value {
+fn alpaca_activity(account: u32, mut v: Value) -> Value {
+    v["account_id"] = json!(account_uuid(account));
     if v["activity_type"] == "FILL" {
         v["cum_qty"] = v["qty"].clone();
         v["order_status"] = json!(if v["type"] == "fill" {
@@ -324,7 +325,9 @@ async fn activities_inner(
         .transpose()?;
     let list = trading::load_activities(&state, account, kinds, limit, before).await?;
     Ok(Json(Value::Array(
-        list.into_iter().map(alpaca_activity).collect(),
+        list.into_iter()
+            .map(|a| alpaca_activity(account, a))
+            .collect(),
     )))
 }
 

@@ -399,6 +399,10 @@ async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(<crate::openapi::ApiDoc as utoipa::OpenApi>::openapi())
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("not_found", "no such endpoint")
 }
@@ -454,7 +458,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/portfolio", get(trading::portfolio))
         .route("/activities", get(trading::activities))
-        .route("/ws", get(ws::api_ws));
+        .route("/ws", get(ws::api_ws))
+        .route("/openapi.json", get(openapi_json));
     let v2 = crate::trading::alpaca_router();
     Router::new()
         .route("/health", get(health))
@@ -462,6 +467,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .nest("/v2", v2)
         .route("/stream", get(ws::alpaca_stream))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/api/v1/docs").url(
+            "/api/v1/docs/openapi.json",
+            <crate::openapi::ApiDoc as utoipa::OpenApi>::openapi(),
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -63,6 +63,13 @@ async fn send_passcode(state: &AppState, email: &str, code: &str) -> ApiResult<(
 }
 
 /// POST /api/v1/auth/register {email, password, name}
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    tag = "auth",
+    request_body = crate::openapi::RegisterRequest,
+    responses((status = 201, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn register(State(state): State<AppState>, body: JsonBody) -> ApiResult<Response> {
     let email = body.str("email")?.trim().to_ascii_lowercase();
     let password = body.str("password")?.to_string();
@@ -163,6 +170,13 @@ async fn open_account(state: &AppState, user_id: i64) -> ApiResult<u32> {
 }
 
 /// POST /api/v1/auth/verify {email, passcode}
+#[utoipa::path(
+    post,
+    path = "/auth/verify",
+    tag = "auth",
+    request_body = crate::openapi::VerifyRequest,
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn verify(State(state): State<AppState>, body: JsonBody) -> ApiResult<Json<Value>> {
     let email = body.str("email")?.trim().to_ascii_lowercase();
     let code = body.str("passcode")?.trim().to_string();
@@ -222,6 +236,13 @@ pub async fn verify(State(state): State<AppState>, body: JsonBody) -> ApiResult<
 }
 
 /// POST /api/v1/auth/resend {email}: a new passcode (rate limited).
+#[utoipa::path(
+    post,
+    path = "/auth/resend",
+    tag = "auth",
+    request_body = crate::openapi::EmailRequest,
+    responses((status = 202, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn resend(State(state): State<AppState>, body: JsonBody) -> ApiResult<Response> {
     let email = body.str("email")?.trim().to_ascii_lowercase();
     let now = now_secs() as i64;
@@ -421,6 +442,13 @@ async fn succeed_login(state: &AppState, user: &UserRow) -> ApiResult<Value> {
 }
 
 /// POST /api/v1/auth/login {email, password, totp?}
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    request_body = crate::openapi::LoginRequest,
+    responses((status = 200, description = "success", body = crate::openapi::Tokens), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn login(State(state): State<AppState>, body: JsonBody) -> ApiResult<Json<Value>> {
     let email = body.str("email")?.trim().to_ascii_lowercase();
     let password = body.str("password")?.to_string();
@@ -467,6 +495,13 @@ pub async fn login(State(state): State<AppState>, body: JsonBody) -> ApiResult<J
 }
 
 /// POST /api/v1/auth/login/mfa {mfa_token, code}
+#[utoipa::path(
+    post,
+    path = "/auth/login/mfa",
+    tag = "auth",
+    request_body = crate::openapi::MfaLoginRequest,
+    responses((status = 200, description = "success", body = crate::openapi::Tokens), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn login_mfa(State(state): State<AppState>, body: JsonBody) -> ApiResult<Json<Value>> {
     let token = body.str("mfa_token")?;
     let code = body.str("code")?.to_string();
@@ -489,6 +524,13 @@ pub async fn login_mfa(State(state): State<AppState>, body: JsonBody) -> ApiResu
 }
 
 /// POST /api/v1/auth/refresh {refresh_token}: rotates the pair.
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "auth",
+    request_body = crate::openapi::RefreshRequest,
+    responses((status = 200, description = "success", body = crate::openapi::Tokens), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn refresh(State(state): State<AppState>, body: JsonBody) -> ApiResult<Json<Value>> {
     let token = body.str("refresh_token")?;
     let hash = crypto::sha256_hex(token.as_bytes());
@@ -525,6 +567,14 @@ pub async fn refresh(State(state): State<AppState>, body: JsonBody) -> ApiResult
 
 /// POST /api/v1/auth/logout {refresh_token?}: revokes this access token
 /// and the refresh token (all of the user's, if none is given).
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "auth",
+    request_body = crate::openapi::RefreshRequest,
+    responses((status = 204, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn logout(
     State(state): State<AppState>,
     auth: Auth,
@@ -570,6 +620,13 @@ pub async fn logout(
 
 /// POST /api/v1/auth/mfa/enroll: a new secret and its otpauth URI; MFA is
 /// on once a code from it is confirmed.
+#[utoipa::path(
+    post,
+    path = "/auth/mfa/enroll",
+    tag = "auth",
+    responses((status = 200, description = "success", body = crate::openapi::MfaEnrolment), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn mfa_enroll(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let user = auth.user_id;
     let secret = crypto::base32_encode(&crypto::random_bytes::<20>());
@@ -606,6 +663,14 @@ pub async fn mfa_enroll(State(state): State<AppState>, auth: Auth) -> ApiResult<
 }
 
 /// POST /api/v1/auth/mfa/confirm {code}
+#[utoipa::path(
+    post,
+    path = "/auth/mfa/confirm",
+    tag = "auth",
+    request_body = crate::openapi::CodeRequest,
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn mfa_confirm(
     State(state): State<AppState>,
     auth: Auth,
@@ -636,6 +701,13 @@ pub async fn mfa_confirm(
 }
 
 /// GET /api/v1/me
+#[utoipa::path(
+    get,
+    path = "/me",
+    tag = "auth",
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn me(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let user = auth.user_id;
     let row: Option<Value> = state
@@ -664,6 +736,13 @@ pub async fn me(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Val
 }
 
 /// POST /api/v1/api-keys: a key id and secret (shown once; stored hashed).
+#[utoipa::path(
+    post,
+    path = "/api-keys",
+    tag = "auth",
+    responses((status = 201, description = "success", body = crate::openapi::ApiKeyCreated), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn create_api_key(State(state): State<AppState>, auth: Auth) -> ApiResult<Response> {
     let account = auth.account()?;
     let key_id = format!("BK{}", crypto::token::<9>().to_ascii_uppercase());
@@ -693,6 +772,13 @@ pub async fn create_api_key(State(state): State<AppState>, auth: Auth) -> ApiRes
 }
 
 /// GET /api/v1/api-keys
+#[utoipa::path(
+    get,
+    path = "/api-keys",
+    tag = "auth",
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn list_api_keys(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let user = auth.user_id;
     let keys: Vec<Value> = state
@@ -713,6 +799,14 @@ pub async fn list_api_keys(State(state): State<AppState>, auth: Auth) -> ApiResu
 }
 
 /// DELETE /api/v1/api-keys/{key_id}
+#[utoipa::path(
+    delete,
+    path = "/api-keys/{key_id}",
+    tag = "auth",
+    params(("key_id" = String, Path)),
+    responses((status = 204, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     auth: Auth,
@@ -741,6 +835,13 @@ pub async fn revoke_api_key(
 
 /// GET /api/v1/dev/mailbox?email=...: the development mailbox (only when
 /// enabled in the config; an operator tool).
+#[utoipa::path(
+    get,
+    path = "/dev/mailbox",
+    tag = "auth",
+    params(("email" = String, Query)),
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn dev_mailbox(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,

@@ -17,6 +17,7 @@ pub mod db;
 pub mod error;
 pub mod mail;
 pub mod money;
+pub mod openapi;
 pub mod projection;
 pub mod ratelimit;
 pub mod time;

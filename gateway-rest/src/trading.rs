@@ -90,6 +90,12 @@ fn query_usize(
 // ---- market data ----
 
 /// GET /api/v1/symbols
+#[utoipa::path(
+    get,
+    path = "/symbols",
+    tag = "market data",
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn symbols(State(state): State<AppState>) -> Json<Value> {
     let model = read(&state);
     Json(Value::Array(
@@ -113,6 +119,13 @@ pub async fn symbols(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// GET /api/v1/market/{symbol}/quote
+#[utoipa::path(
+    get,
+    path = "/market/{symbol}/quote",
+    tag = "market data",
+    params(("symbol" = String, Path)),
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn quote(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
@@ -123,6 +136,13 @@ pub async fn quote(
 }
 
 /// GET /api/v1/market/{symbol}/depth?levels=N
+#[utoipa::path(
+    get,
+    path = "/market/{symbol}/depth",
+    tag = "market data",
+    params(("symbol" = String, Path), ("levels" = Option<u32>, Query)),
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn depth(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
@@ -142,6 +162,13 @@ pub async fn depth(
 }
 
 /// GET /api/v1/market/{symbol}/trades?limit=N
+#[utoipa::path(
+    get,
+    path = "/market/{symbol}/trades",
+    tag = "market data",
+    params(("symbol" = String, Path), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn trades(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
@@ -430,6 +457,14 @@ pub async fn place_order(
 }
 
 /// POST /api/v1/orders
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "orders",
+    request_body = crate::openapi::OrderRequest,
+    responses((status = 201, description = "success", body = crate::openapi::Order), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn place(
     State(state): State<AppState>,
     auth: Auth,
@@ -457,6 +492,14 @@ pub fn owned_order(state: &AppState, account: u32, id: &str) -> ApiResult<OrderR
 }
 
 /// GET /api/v1/orders/{id}
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    tag = "orders",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "success", body = crate::openapi::Order), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -574,6 +617,14 @@ pub fn list_orders(model: &Model, account: u32, q: &ListQuery) -> Vec<OrderRec> 
 }
 
 /// GET /api/v1/orders?status=open|closed|all&symbol=&side=&limit=&page_token=&direction=
+#[utoipa::path(
+    get,
+    path = "/orders",
+    tag = "orders",
+    params(("status" = Option<String>, Query, description = "open | closed | all"), ("symbol" = Option<String>, Query), ("side" = Option<String>, Query), ("limit" = Option<u32>, Query), ("page_token" = Option<String>, Query), ("direction" = Option<String>, Query)),
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
@@ -683,6 +734,15 @@ pub async fn replace_order(
 }
 
 /// PATCH /api/v1/orders/{id} {qty?, limit_price?}
+#[utoipa::path(
+    patch,
+    path = "/orders/{id}",
+    tag = "orders",
+    request_body = crate::openapi::ReplaceRequest,
+    params(("id" = String, Path)),
+    responses((status = 200, description = "success", body = crate::openapi::Order), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn replace(
     State(state): State<AppState>,
     auth: Auth,
@@ -722,6 +782,14 @@ pub async fn cancel_order(state: &AppState, account: u32, order: &OrderRec) -> A
 }
 
 /// DELETE /api/v1/orders/{id}
+#[utoipa::path(
+    delete,
+    path = "/orders/{id}",
+    tag = "orders",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "success", body = crate::openapi::Order), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn cancel_one(
     State(state): State<AppState>,
     auth: Auth,
@@ -757,6 +825,13 @@ pub async fn cancel_everything(state: &AppState, account: u32) -> ApiResult<Vec<
 }
 
 /// DELETE /api/v1/orders
+#[utoipa::path(
+    delete,
+    path = "/orders",
+    tag = "orders",
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn cancel_all(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let account = auth.account()?;
     let cancelled = cancel_everything(&state, account).await?;
@@ -824,6 +899,13 @@ pub fn positions(model: &Model, account: u32) -> Vec<PositionView> {
 }
 
 /// GET /api/v1/portfolio
+#[utoipa::path(
+    get,
+    path = "/portfolio",
+    tag = "portfolio",
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn portfolio(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let account = auth.account()?;
     let model = read(&state);
@@ -911,6 +993,14 @@ pub fn parse_activity_cursor(text: &str) -> ApiResult<(i64, i64)> {
 }
 
 /// GET /api/v1/activities?type=FILL,CSD&limit=&page_token=
+#[utoipa::path(
+    get,
+    path = "/activities",
+    tag = "portfolio",
+    params(("type" = Option<String>, Query), ("limit" = Option<u32>, Query), ("page_token" = Option<String>, Query)),
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn activities(
     State(state): State<AppState>,
     auth: Auth,

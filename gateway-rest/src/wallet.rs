@@ -340,6 +340,15 @@ async fn money_request(
 }
 
 /// POST /api/v1/wallet/deposit {amount} with Idempotency-Key
+#[utoipa::path(
+    post,
+    path = "/wallet/deposit",
+    tag = "wallet",
+    request_body = crate::openapi::AmountRequest,
+    params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, description = "success", body = crate::openapi::Transfer), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn deposit(
     State(state): State<AppState>,
     auth: Auth,
@@ -351,6 +360,15 @@ pub async fn deposit(
 }
 
 /// POST /api/v1/wallet/withdraw {amount} with Idempotency-Key
+#[utoipa::path(
+    post,
+    path = "/wallet/withdraw",
+    tag = "wallet",
+    request_body = crate::openapi::AmountRequest,
+    params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, description = "success", body = crate::openapi::Transfer), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn withdraw(
     State(state): State<AppState>,
     auth: Auth,
@@ -362,6 +380,13 @@ pub async fn withdraw(
 }
 
 /// GET /api/v1/wallet
+#[utoipa::path(
+    get,
+    path = "/wallet",
+    tag = "wallet",
+    responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
+)]
 pub async fn wallet(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let account = auth.account()?;
     let read = state.bridge.state.read().unwrap_or_else(|e| e.into_inner());

@@ -972,6 +972,31 @@ fn health_ready_request_ids_and_openapi() {
         Some(16),
         "generated"
     );
+
+    // OpenAPI 3, generated from the handlers, and Swagger UI (vendored).
+    let r = anon.get("/api/v1/openapi.json");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        r.text
+    );
+    for path in [
+        "/orders",
+        "/orders/{id}",
+        "/wallet/deposit",
+        "/auth/login",
+        "/market/{symbol}/depth",
+    ] {
+        assert!(r.body["paths"][path].is_object(), "{path} documented");
+    }
+    assert!(r.body["components"]["schemas"]["Problem"].is_object());
+    assert!(r.body["components"]["securitySchemes"]["bearer"].is_object());
+    let r = anon.get("/api/v1/docs/");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("swagger-ui"), "{}", r.text);
+    let r = anon.get("/api/v1/docs/swagger-ui.css");
+    assert_eq!(r.status, 200, "vendored assets are served");
 }
 
 /// A tiny SMTP sink on loopback: records the DATA of one message.
