@@ -85,6 +85,7 @@ fn start_full(
         });
         fix.sessions.push(s);
     }
+    tweak(&mut fix);
     let sessions = Sessions::open(&fix).expect("stores");
     let app = EngineApp::start(
         pipeline.clone(),
@@ -109,7 +110,6 @@ fn start_full(
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    tweak(&mut fix);
     let server = FixServer::start_with(listener, fix, sessions, app.clone()).unwrap();
     Stack {
         server: Some(server),
@@ -846,24 +846,33 @@ fn reports_lost_in_a_crash_are_rebuilt_from_the_journal() {
         let mut bob = Client::connect(stack.addr, "BOB");
         bob.logon("bob-pw");
         frozen.store(true, std::sync::atomic::Ordering::Relaxed);
-        alice.order("A1", "2", "40", "190", "1");
-        bob.order("B1", "1", "15", "190", "3");
-        // Both commands are journaled and applied: wait until the engine
-        // has sequenced them, with no report anywhere.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while stack
+        let base = stack
             .pipeline
             .stats()
             .durable_seq
-            .load(std::sync::atomic::Ordering::Relaxed)
-            < stack.pipeline.recovered.last_seq + 2
-        {
-            assert!(
-                Instant::now() < deadline,
-                "engine did not sequence the orders"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // Both commands are journaled and applied, in this order, with no
+        // report anywhere.
+        let sequenced = |n: u64| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while stack
+                .pipeline
+                .stats()
+                .durable_seq
+                .load(std::sync::atomic::Ordering::Relaxed)
+                < base + n
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "engine did not sequence the order"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        alice.order("A1", "2", "40", "190", "1");
+        sequenced(1);
+        bob.order("B1", "1", "15", "190", "3");
+        sequenced(2);
         std::thread::sleep(Duration::from_millis(100));
         assert!(alice
             .stream
@@ -878,6 +887,25 @@ fn reports_lost_in_a_crash_are_rebuilt_from_the_journal() {
     };
     // Restart: the journal replay rebuilds what the dead gateway never sent.
     let stack = start(&dir);
+    eprintln!(
+        "DEBUG seqs {:?}",
+        stack
+            .server
+            .as_ref()
+            .unwrap()
+            .sessions()
+            .ids()
+            .map(|i| (
+                i.target_comp_id.clone(),
+                stack
+                    .server
+                    .as_ref()
+                    .unwrap()
+                    .sessions()
+                    .sequence_numbers(i)
+            ))
+            .collect::<Vec<_>>()
+    );
     let mut alice = Client::connect(stack.addr, "ALICE");
     alice.seq = alice_seq;
     let logon = alice.logon("alice-pw");
@@ -913,5 +941,86 @@ fn reports_lost_in_a_crash_are_rebuilt_from_the_journal() {
     assert_fields(
         &bob.next_app(),
         &[(150, "F"), (11, "B1"), (14, "15"), (43, "Y")],
+    );
+}
+
+#[test]
+fn daily_reset_logs_out_and_restarts_sequence_numbers() {
+    let dir = tmpdir("reset");
+    let stack = start(&dir);
+    let sessions = stack.server.as_ref().unwrap().sessions().clone();
+    let alice_id = sessions
+        .ids()
+        .find(|id| id.target_comp_id == "ALICE")
+        .unwrap()
+        .clone();
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.logon("alice-pw");
+    alice.order("A1", "2", "5", "195", "1");
+    assert_fields(&alice.next_app(), &[(150, "0")]);
+    assert_eq!(sessions.sequence_numbers(&alice_id), Some((3, 3)));
+    // No reset configured: a tick a day later changes nothing.
+    sessions.tick(now_ms() + 86_400_000);
+    assert_eq!(sessions.sequence_numbers(&alice_id), Some((3, 3)));
+    drop(alice);
+    drop(stack);
+
+    // The same store with a daily reset at 00:00 UTC: the first tick after
+    // the next midnight logs the session out and resets both numbers.
+    let stack = start_cfg(&dir, |c| {
+        for s in &mut c.sessions {
+            s.reset_at_ms = Some(0);
+        }
+    });
+    let sessions = stack.server.as_ref().unwrap().sessions().clone();
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.seq = 3;
+    alice.logon("alice-pw");
+    sessions.tick(now_ms());
+    assert!(sessions.is_logged_on(&alice_id), "no midnight passed yet");
+    let tomorrow = now_ms() + 86_400_000;
+    sessions.tick(tomorrow);
+    let m = alice.next_app();
+    assert_fields(&m, &[(35, "5"), (58, "Daily session reset")]);
+    assert_eq!(sessions.sequence_numbers(&alice_id), Some((1, 1)));
+    sessions.tick(tomorrow + 1_000);
+    // Once a day: the next tick leaves the new day's numbers alone.
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let logon = loop {
+        alice.send(
+            "A",
+            &[(98, "0"), (108, "30"), (553, "alice"), (554, "alice-pw")],
+        );
+        if let Some(m) = alice.recv() {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no logon after the reset");
+        alice = Client::connect(stack.addr, "ALICE");
+    };
+    assert_fields(&logon, &[(35, "A"), (34, "1")]);
+    // GTC orders and their ClOrdIDs outlive the session reset.
+    let now = format_utc_timestamp(now_ms());
+    alice.send(
+        "F",
+        &[(11, "A2"), (41, "A1"), (55, "AAPL"), (54, "2"), (60, &now)],
+    );
+    assert_fields(&alice.next_app(), &[(150, "4"), (11, "A2"), (41, "A1")]);
+}
+
+#[test]
+fn reset_boundaries() {
+    use brokerx_gateway_fix::server::last_boundary;
+    const DAY: i64 = 86_400_000;
+    let midnight = 20_000 * DAY;
+    assert_eq!(last_boundary(midnight + 5, 0), midnight);
+    assert_eq!(last_boundary(midnight, 0), midnight);
+    assert_eq!(
+        last_boundary(midnight + 3_600_000, 7_200_000),
+        midnight - DAY + 7_200_000
+    );
+    assert_eq!(
+        last_boundary(midnight + 7_200_000, 7_200_000),
+        midnight + 7_200_000
     );
 }
