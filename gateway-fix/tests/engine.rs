@@ -1024,3 +1024,36 @@ fn reset_boundaries() {
         midnight + 7_200_000
     );
 }
+
+#[test]
+fn end_of_day_expires_day_orders_with_a_report() {
+    let dir = tmpdir("expiry");
+    let stack = start(&dir);
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.logon("alice-pw");
+    alice.order("D1", "1", "7", "188", "0");
+    assert_fields(&alice.next_app(), &[(150, "0"), (11, "D1"), (59, "0")]);
+    alice.order("G1", "1", "3", "187", "1");
+    assert_fields(&alice.next_app(), &[(150, "0"), (11, "G1"), (59, "1")]);
+    let (operator, handle) = stack.pipeline.connect(&[], false);
+    operator.submit(Command::EndOfDay).unwrap();
+    let _ = handle
+        .receiver
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap();
+    let m = alice.next_app();
+    assert_fields(
+        &m,
+        &[
+            (35, "8"),
+            (150, "C"),
+            (39, "C"),
+            (11, "D1"),
+            (151, "0"),
+            (14, "0"),
+        ],
+    );
+    // The GTC order is still working.
+    alice.send("H", &[(11, "G1"), (55, "AAPL"), (54, "1")]);
+    assert_fields(&alice.next_app(), &[(150, "I"), (39, "0"), (151, "3")]);
+}
