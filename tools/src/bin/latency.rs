@@ -348,13 +348,14 @@ fn run<'a, B: BookUnderTest + 'a>(
         feed(&mut book, &sc.warmup, handles(|r| &r.warmup));
         let measured = handles(|r| &r.measured);
         let f0 = page_faults();
-        let (a0, b0) = (allocs(), live_bytes());
+        // Reading the CPU time allocates, so it brackets the counts.
         let cpu0 = thread_cpu_ns();
+        let (a0, b0) = (allocs(), live_bytes());
         let start = Instant::now();
         feed(&mut book, &sc.measured, measured);
         let elapsed = start.elapsed();
-        let cpu = thread_cpu_ns().zip(cpu0).map(|(b, a)| (b - a) as f64 / 1e9);
         let (allocs, bytes) = (allocs() - a0, live_bytes() - b0);
+        let cpu = thread_cpu_ns().zip(cpu0).map(|(b, a)| (b - a) as f64 / 1e9);
         let faults = page_faults() - f0;
         let (_, note) = inspect(&book);
         Sample {
