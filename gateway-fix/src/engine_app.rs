@@ -11,9 +11,9 @@
 //!   stored under their MsgSeqNums and resent after the next Logon; one
 //!   thread for all sessions wakes once per engine batch, not once per
 //!   session;
-//! - one *market data* thread follows every engine event (after replaying
-//!   the journal's history), keeps L1/L2 books and sends each subscriber
-//!   its W or X messages after every batch.
+//! - the same thread follows every engine event for market data (after the
+//!   journal's history is replayed at start), keeps L1/L2 books and sends
+//!   each subscriber its W or X messages after every batch.
 //!
 //! Lock order: a connection thread holds its session slot, then takes the
 //! order book or the market data lock. Event and market data threads take
@@ -27,7 +27,7 @@ use brokerx_engine::pipeline::{replay_journal, Output, Pipeline, SessionHandle, 
 use brokerx_engine::state::StableHasher;
 use brokerx_engine::{AccountId, Command, Engine, EngineConfig, Event, Side, SymbolId};
 use brokerx_marketdata::{Level, MarketData};
-use crossbeam_channel::{RecvTimeoutError, Select, TryRecvError};
+use crossbeam_channel::{Select, TryRecvError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -197,37 +197,29 @@ impl EngineApp {
             &sessions,
         )
         .map_err(|e| std::io::Error::other(format!("journal history: {e}")))?;
-        {
-            let (sessions, stop, stats) = (sessions.clone(), stop.clone(), stats.clone());
-            let drop_outputs = config.drop_outputs.clone();
-            let pipeline2 = pipeline.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("fix-events".into())
-                    .spawn(move || {
-                        event_loop(&started, &sessions, &stop, &stats, drop_outputs);
-                        for (_, handle) in &started {
-                            pipeline2.disconnect(handle.id);
-                        }
-                    })?,
-            );
-        }
         let md = Arc::new(Mutex::new(MdState {
             book: history,
             subs: Vec::new(),
         }));
-        let handle = md_handle;
         {
-            let (md, sessions, stop, stats) =
-                (md.clone(), sessions.clone(), stop.clone(), stats.clone());
+            let (sessions, stop, stats) = (sessions.clone(), stop.clone(), stats.clone());
+            let drop_outputs = config.drop_outputs.clone();
             let pipeline2 = pipeline.clone();
-            let symbols = config.symbols.clone();
+            let mut feed = MdFeed {
+                md: md.clone(),
+                handle: md_handle,
+                history_until: until,
+                symbols: config.symbols.clone(),
+            };
             threads.push(
                 std::thread::Builder::new()
-                    .name("fix-md".into())
+                    .name("fix-events".into())
                     .spawn(move || {
-                        md_loop(&md, &handle, until, &symbols, &sessions, &stop, &stats);
-                        pipeline2.disconnect(handle.id);
+                        event_loop(&started, &mut feed, &sessions, &stop, &stats, drop_outputs);
+                        pipeline2.disconnect(feed.handle.id);
+                        for (_, handle) in &started {
+                            pipeline2.disconnect(handle.id);
+                        }
                     })?,
             );
         }
@@ -553,10 +545,12 @@ struct Cursor {
     exec_n: u32,
 }
 
-/// One thread for every session's engine outputs: it wakes once for a
-/// batch that concerns many sessions, instead of once per session.
+/// One thread for every session's engine outputs and for market data: it
+/// wakes once for an engine batch, however many sessions and subscribers it
+/// concerns.
 fn event_loop(
     per: &[(Arc<PerSession>, SessionHandle)],
+    feed: &mut MdFeed,
     sessions: &Sessions,
     stop: &AtomicBool,
     stats: &EngineAppStats,
@@ -565,7 +559,8 @@ fn event_loop(
     let mut cursors: Vec<Cursor> = per.iter().map(|_| Cursor { seq: 0, exec_n: 0 }).collect();
     let mut alive: Vec<bool> = per.iter().map(|_| true).collect();
     let mut batch: Vec<Output> = Vec::with_capacity(256);
-    while !stop.load(Ordering::Relaxed) && alive.iter().any(|a| *a) {
+    let mut md_alive = true;
+    while !stop.load(Ordering::Relaxed) && (md_alive || alive.iter().any(|a| *a)) {
         let mut select = Select::new();
         let mut index = Vec::new();
         for (i, (_, handle)) in per.iter().enumerate() {
@@ -573,6 +568,9 @@ fn event_loop(
                 select.recv(&handle.receiver);
                 index.push(i);
             }
+        }
+        if md_alive {
+            select.recv(&feed.handle.receiver);
         }
         // Sleep until some session has output; then serve all of them.
         if select.ready_timeout(Duration::from_millis(100)).is_err() {
@@ -612,6 +610,24 @@ fn event_loop(
                 continue;
             }
             serve(session, &mut batch, &mut cursors[i], sessions, stats);
+        }
+        // Market data after the reports of the same batch.
+        while md_alive && batch.len() < 8192 {
+            match feed.handle.receiver.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    md_alive = false;
+                    if let Some(reason) = feed.handle.cut_reason() {
+                        eprintln!(
+                            "brokerx-gateway-fix: market data cut off by the engine: {reason}"
+                        );
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            md_step(feed, &mut batch, sessions, stats);
         }
     }
 }
@@ -738,28 +754,20 @@ fn diff(
     }
 }
 
-fn md_loop(
-    md: &Mutex<MdState>,
-    handle: &SessionHandle,
+/// The market data side of the event thread: what the broadcast
+/// subscription needs.
+struct MdFeed {
+    md: Arc<Mutex<MdState>>,
+    handle: SessionHandle,
     history_until: u64,
-    symbols: &[SymbolInfo],
-    sessions: &Sessions,
-    stop: &AtomicBool,
-    stats: &EngineAppStats,
-) {
-    let mut batch: Vec<Output> = Vec::with_capacity(1024);
-    while !stop.load(Ordering::Relaxed) {
-        match handle.receiver.recv_timeout(Duration::from_millis(100)) {
-            Ok(first) => batch.push(first),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        while batch.len() < 8192 {
-            match handle.receiver.try_recv() {
-                Ok(o) => batch.push(o),
-                Err(_) => break,
-            }
-        }
+    symbols: Vec<SymbolInfo>,
+}
+
+/// Applies one batch of broadcast outputs to the books and sends every
+/// subscriber its W or X messages.
+fn md_step(feed: &MdFeed, batch: &mut Vec<Output>, sessions: &Sessions, stats: &EngineAppStats) {
+    let (md, history_until, symbols) = (&*feed.md, feed.history_until, &feed.symbols[..]);
+    {
         let mut touched = BTreeSet::new();
         let mut trades: Vec<(SymbolId, u64, u64, Side)> = Vec::new();
         let mut outgoing: Vec<(SessionId, OutboundMessage)> = Vec::new();
@@ -785,7 +793,7 @@ fn md_loop(
                 }
             }
             if state.subs.is_empty() {
-                continue;
+                return;
             }
             let MdState { book, subs, .. } = &mut *state;
             for sub in subs.iter_mut() {
