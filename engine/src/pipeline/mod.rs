@@ -50,6 +50,10 @@ pub enum WaitStrategy {
     SpinThenYield { spins: u32 },
     /// Spin a while, then park until a producer unparks us (or `timeout`).
     Park { spins: u32, timeout: Duration },
+    /// Busy-poll for `spin` of wall time after the last batch, then park
+    /// (as `Park`): no wake-up cost while commands keep coming within
+    /// `spin` of each other, no core burnt when they stop.
+    SpinPark { spin: Duration, timeout: Duration },
 }
 
 impl WaitStrategy {
@@ -59,6 +63,10 @@ impl WaitStrategy {
             "yield" | "spin-then-yield" => Some(WaitStrategy::SpinThenYield { spins: 1_000 }),
             "park" => Some(WaitStrategy::Park {
                 spins: 1_000,
+                timeout: Duration::from_millis(50),
+            }),
+            "spin-park" => Some(WaitStrategy::SpinPark {
+                spin: Duration::from_micros(100),
                 timeout: Duration::from_millis(50),
             }),
             _ => None,
@@ -410,6 +418,7 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
     let mut events: Vec<Event> = Vec::with_capacity(state.config.batch_max * 4);
     let mut record: Vec<u8> = Vec::with_capacity(128);
     let mut idle_spins = 0u32;
+    let mut idle_since: Option<std::time::Instant> = None;
     loop {
         // Everything sequenced so far has been published.
         apply_controls(&shared, &mut router, state.seq);
@@ -423,10 +432,11 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
             if shared.stop.load(Ordering::Acquire) && shared.ring.is_empty() {
                 break;
             }
-            idle_spins = wait(&shared, state.config.wait, idle_spins);
+            idle_spins = wait(&shared, state.config.wait, idle_spins, &mut idle_since);
             continue;
         }
         idle_spins = 0;
+        idle_since = None;
 
         // Sequence, journal, apply: outputs are held back.
         for inbound in batch.drain(..) {
@@ -554,8 +564,23 @@ pub fn write_snapshot_file(
     brokerx_journal::snapshot::write(&recovery::snapshot_dir(data_dir), header.seq, &payload)
 }
 
-fn wait(shared: &Shared, strategy: WaitStrategy, spins: u32) -> u32 {
+fn wait(
+    shared: &Shared,
+    strategy: WaitStrategy,
+    spins: u32,
+    idle_since: &mut Option<std::time::Instant>,
+) -> u32 {
     match strategy {
+        WaitStrategy::SpinPark { spin, timeout } => {
+            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+            // Look at the clock every 64 turns only.
+            if spins % 64 != 63 || since.elapsed() < spin {
+                std::hint::spin_loop();
+                return spins.wrapping_add(1);
+            }
+            park(shared, timeout);
+            spins.wrapping_add(1)
+        }
         WaitStrategy::Spin => {
             std::hint::spin_loop();
             spins
@@ -576,20 +601,24 @@ fn wait(shared: &Shared, strategy: WaitStrategy, spins: u32) -> u32 {
                 std::hint::spin_loop();
                 return spins + 1;
             }
-            shared.sleeping.store(true, Ordering::SeqCst);
-            // Re-check after announcing sleep so a push that raced with us
-            // is not missed (pairs with the fence in `Shared::wake`).
-            std::sync::atomic::fence(Ordering::SeqCst);
-            if shared.ring.is_empty()
-                && !shared.stop.load(Ordering::Acquire)
-                && !shared.has_control.load(Ordering::Acquire)
-            {
-                std::thread::park_timeout(timeout);
-            }
-            shared.sleeping.store(false, Ordering::SeqCst);
+            park(shared, timeout);
             spins
         }
     }
+}
+
+fn park(shared: &Shared, timeout: Duration) {
+    shared.sleeping.store(true, Ordering::SeqCst);
+    // Re-check after announcing sleep so a push that raced with us is not
+    // missed (pairs with the fence in `Shared::wake`).
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if shared.ring.is_empty()
+        && !shared.stop.load(Ordering::Acquire)
+        && !shared.has_control.load(Ordering::Acquire)
+    {
+        std::thread::park_timeout(timeout);
+    }
+    shared.sleeping.store(false, Ordering::SeqCst);
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! stall is charged to every order it delays (no coordinated omission).
 //!
 //! `ouch_bench [--sessions N] [--seconds S] [--rates 10000,50000,100000]
-//! [--runs N] [--durability none,fsync] [--send direct,writer]`
+//! [--runs N] [--durability none,fsync] [--send inline,direct,writer]`
 
 use brokerx_engine::pipeline::{Pipeline, PipelineConfig, WaitStrategy};
 use brokerx_engine::{
@@ -82,7 +82,7 @@ fn start_pipeline(dir: &Path, durable: bool, sessions: usize) -> Arc<Pipeline> {
     let mut config = PipelineConfig::new(dir.join("engine"));
     config.durable = durable;
     config.wait = match std::env::var("BROKERX_BENCH_WAIT").as_deref() {
-        Ok(text) => WaitStrategy::parse(text).expect("spin, yield or park"),
+        Ok(text) => WaitStrategy::parse(text).expect("spin, yield, park or spin-park"),
         Err(_) => WaitStrategy::Park {
             spins: 2_000,
             timeout: Duration::from_millis(1),
@@ -410,12 +410,15 @@ fn main() {
     // "none": journal not fsynced; "fsync": journal fsynced per batch (the
     // OUCH stores too only with BROKERX_BENCH_OUCH_FSYNC=1, as in serve).
     let durabilities = list("--durability", "none,fsync");
-    // "direct": the storing thread sends (default); "writer": every
-    // message wakes the connection's writer thread (the old path).
-    let sends = list("--send", "direct");
+    // How outputs reach the client: "inline" (default: the engine thread
+    // maps, stores and sends), "direct" (a per-user event thread maps,
+    // stores and sends), "writer" (the event thread stores and wakes the
+    // connection's writer thread, which sends: the path before).
+    let sends = list("--send", "inline,writer");
     let ouch_fsync = std::env::var("BROKERX_BENCH_OUCH_FSYNC").is_ok_and(|v| v == "1");
     let root = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/ouch-bench".into()));
-    println!("OUCH round trip over loopback, {sessions} sessions, {seconds} s per rate, {runs} run(s), open loop (latency from intended send time)");
+    let wait = std::env::var("BROKERX_BENCH_WAIT").unwrap_or_else(|_| "park (2,000 spins)".into());
+    println!("OUCH round trip over loopback, {sessions} sessions, {seconds} s per rate, {runs} run(s), engine wait {wait}, open loop (latency from intended send time)");
     println!();
     println!("Each row: p50 / p90 / p99 / p99.9 / p99.99 / max in µs; ratios are OUCH Accepted ÷ echo at p50, p99, p99.9 in the same run.");
     println!();
@@ -431,6 +434,7 @@ fn main() {
                 let mut config = OuchConfig::new(dir.join("ouch"));
                 config.fsync = durable && ouch_fsync;
                 config.live_send = send != "writer";
+                config.inline_events = send == "inline";
                 config.symbols = vec![("BENCH".into(), SymbolId(0))];
                 config.users = (0..sessions)
                     .map(|s| OuchUser {
