@@ -670,7 +670,7 @@ impl Session {
         let mut gap: Option<u64> = None;
         let mut s = begin.max(1);
         while s <= end {
-            let stored = self.store.get(s).map(<[u8]>::to_vec);
+            let stored = self.store.get(s);
             match stored {
                 Some(raw) => {
                     if let Some(g) = gap.take() {

@@ -19,9 +19,19 @@ pub struct Store {
     next_sender: u64,
     next_target: u64,
     reset_ms: Option<i64>,
-    messages: BTreeMap<u64, Vec<u8>>,
+    /// Sent messages by MsgSeqNum: where they are in the file (the message
+    /// bodies are not kept in memory), or the bytes for an in-memory store.
+    messages: BTreeMap<u64, Stored>,
     /// Records not yet written to the file (see [`Store::flush`]).
     pending: Vec<u8>,
+    /// Bytes of the file written so far (the offset `pending` starts at).
+    file_len: u64,
+}
+
+#[derive(Debug)]
+enum Stored {
+    Memory(Vec<u8>),
+    File { offset: u64, len: u32 },
 }
 
 impl Store {
@@ -35,6 +45,7 @@ impl Store {
             reset_ms: None,
             messages: BTreeMap::new(),
             pending: Vec::new(),
+            file_len: 0,
         }
     }
 
@@ -88,17 +99,28 @@ impl Store {
                     let Some(msg) = data.get(at + 13..at + 13 + len) else {
                         break;
                     };
-                    store.messages.insert(seq, msg.to_vec());
+                    store.messages.insert(
+                        seq,
+                        Stored::File {
+                            offset: (at + 13) as u64,
+                            len: msg.len() as u32,
+                        },
+                    );
                     at += 13 + len;
                 }
                 _ => break,
             }
             valid_len = at;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
         if valid_len < data.len() {
             file.set_len(valid_len as u64)?;
         }
+        store.file_len = valid_len as u64;
         store.file = Some(file);
         store.path = Some(path);
         Ok(store)
@@ -120,6 +142,7 @@ impl Store {
         }
         if let Some(f) = &mut self.file {
             f.write_all(&self.pending)?;
+            self.file_len += self.pending.len() as u64;
         }
         self.pending.clear();
         Ok(())
@@ -159,13 +182,34 @@ impl Store {
         r.extend_from_slice(&seq.to_le_bytes());
         r.extend_from_slice(&(msg.len() as u32).to_le_bytes());
         r.extend_from_slice(msg);
-        self.messages.insert(seq, msg.to_vec());
+        let stored = if self.file.is_some() {
+            Stored::File {
+                offset: self.file_len + self.pending.len() as u64 + 13,
+                len: msg.len() as u32,
+            }
+        } else {
+            Stored::Memory(msg.to_vec())
+        };
+        self.messages.insert(seq, stored);
         self.append(&r)
     }
 
-    /// A saved message.
-    pub fn get(&self, seq: u64) -> Option<&[u8]> {
-        self.messages.get(&seq).map(Vec::as_slice)
+    /// A saved message (read back from the file when it has been written).
+    pub fn get(&self, seq: u64) -> Option<Vec<u8>> {
+        match self.messages.get(&seq)? {
+            Stored::Memory(bytes) => Some(bytes.clone()),
+            Stored::File { offset, len } => {
+                let (offset, len) = (*offset, *len as usize);
+                if offset >= self.file_len {
+                    let at = (offset - self.file_len) as usize;
+                    return self.pending.get(at..at + len).map(<[u8]>::to_vec);
+                }
+                let mut bytes = vec![0u8; len];
+                use std::os::unix::fs::FileExt;
+                self.file.as_ref()?.read_exact_at(&mut bytes, offset).ok()?;
+                Some(bytes)
+            }
+        }
     }
 
     /// Forget everything: both sequence numbers back to 1, no messages;
@@ -178,6 +222,7 @@ impl Store {
         self.pending.clear();
         if let Some(f) = &mut self.file {
             f.set_len(0)?;
+            self.file_len = 0;
         }
         let mut r = [0u8; 9];
         r[0] = b'C';
@@ -236,7 +281,7 @@ mod tests {
         {
             let mut s = Store::open(&p).unwrap();
             assert_eq!((s.next_sender(), s.next_target()), (2, 7));
-            assert_eq!(s.get(1), Some(&b"hello"[..]));
+            assert_eq!(s.get(1), Some(b"hello".to_vec()));
             s.reset(5).unwrap();
             s.set_next_sender(3).unwrap();
         }
@@ -256,12 +301,18 @@ mod tests {
         assert_eq!(Store::open(&p).unwrap().get(1), None, "buffered");
         s.flush().unwrap();
         let other = Store::open(&p).unwrap();
-        assert_eq!((other.get(1), other.next_sender()), (Some(&b"one"[..]), 2));
+        assert_eq!(
+            (other.get(1), other.next_sender()),
+            (Some(b"one".to_vec()), 2)
+        );
+        // Read back from the file, and from the unwritten buffer.
         s.save(2, b"two").unwrap();
+        assert_eq!(s.get(1), Some(b"one".to_vec()));
+        assert_eq!(s.get(2), Some(b"two".to_vec()));
         drop(s);
         assert_eq!(
             Store::open(&p).unwrap().get(2),
-            Some(&b"two"[..]),
+            Some(b"two".to_vec()),
             "drop flushes"
         );
         let _ = std::fs::remove_file(&p);
