@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
         lot: 1,
     }];
     c.bench_function("parse+validate+to engine command", |b| {
-        let mut book = OrderBook::new(AccountId(1), symbols.clone());
+        let mut book = OrderBook::new(AccountId(1), symbols.clone(), 0);
         let mut n = 0u64;
         b.iter(|| {
             let fields = codec::parse(black_box(&msg)).expect("parses");

@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
             tick: 100,
             lot: 1,
         }],
+        0,
     )));
     let mut session = Session::new(SessionConfig::new("BRKX", "T"), Store::in_memory(), NOW);
     let mut out: Vec<Action> = Vec::new();
