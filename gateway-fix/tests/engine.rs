@@ -1057,3 +1057,25 @@ fn end_of_day_expires_day_orders_with_a_report() {
     alice.send("H", &[(11, "G1"), (55, "AAPL"), (54, "1")]);
     assert_fields(&alice.next_app(), &[(150, "I"), (39, "0"), (151, "3")]);
 }
+
+#[test]
+fn a_second_logon_for_a_connected_session_is_refused() {
+    let dir = tmpdir("second");
+    let stack = start(&dir);
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.logon("alice-pw");
+    let mut intruder = Client::connect(stack.addr, "ALICE");
+    intruder.seq = 2;
+    intruder.send(
+        "A",
+        &[(98, "0"), (108, "30"), (553, "alice"), (554, "alice-pw")],
+    );
+    assert!(
+        intruder.recv().is_none(),
+        "no Logon answer, connection closed"
+    );
+    // The first connection still trades, in sequence.
+    alice.order("S1", "1", "1", "190", "0");
+    let m = alice.next_app();
+    assert_fields(&m, &[(150, "0"), (11, "S1"), (34, "2")]);
+}
