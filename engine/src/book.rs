@@ -469,6 +469,30 @@ impl Ladder {
         }
     }
 
+    /// The level side of unlinking an order whose neighbours in the
+    /// queue are `prev` and `next` and whose open quantity is `leaves`:
+    /// head or tail, counts, bitmap and best. The caller writes the
+    /// neighbours' links itself (see `Engine::cancel_resting`).
+    #[inline]
+    pub(crate) fn remove_from_level(&mut self, index: u32, prev: u32, next: u32, leaves: u64) {
+        let level = &mut self.levels[index as usize];
+        if prev == NIL {
+            level.head = next;
+        }
+        if next == NIL {
+            level.tail = prev;
+        }
+        level.orders -= 1;
+        level.qty -= leaves;
+        if level.orders == 0 {
+            assert!(level.qty == 0 && level.head == NIL && level.tail == NIL);
+            self.bits.remove(index as usize);
+            if self.best == Some(index) {
+                self.best = self.next_worse(index);
+            }
+        }
+    }
+
     /// Puts a decoded level back, with its bitmap bit and best price.
     pub(crate) fn restore_level(&mut self, index: u32, level: Level) {
         self.levels[index as usize] = level;
