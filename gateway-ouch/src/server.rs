@@ -4,24 +4,34 @@
 //! Threads:
 //! - one acceptor (non-blocking listener polled every 10 ms, so shutdown
 //!   needs no wake-up connection);
-//! - per configured user, one *event* thread that owns the user's engine
-//!   session for the server's whole life (subscribed to the user's
-//!   account), so fills and cancels that happen while the user is logged
-//!   out are still turned into OUCH messages and stored;
-//! - one *day watcher* on a broadcast engine session: it only records how
-//!   far it has read and where the engine's `DayEnded` events are, so the
-//!   event threads close each user's trading day at the same command
-//!   boundary (see [`crate::day`]);
-//! - per connection, a reader (login, then inbound messages) and a writer
-//!   that only tails the user's message store of the day it logged in to,
-//!   sending stored messages in order, plus a heartbeat after a second of
-//!   silence, and End of Session once that day has closed and is all sent.
+//! - per configured user, one engine session for the server's whole life
+//!   (subscribed to the user's account), so fills and cancels that happen
+//!   while the user is logged out are still turned into OUCH messages and
+//!   stored. By default (`inline_events`) it is an *inline* consumer: the
+//!   engine thread itself maps each batch's outputs, appends them to the
+//!   store and sends them to the logged-in client, with no queue and no
+//!   thread hand-off. Otherwise (and always with `fsync`, which the engine
+//!   thread must never wait for) one *event* thread per user does it;
+//! - a *day watcher* on a broadcast engine session (inline, or its own
+//!   thread): it only records how far the engine has published and where
+//!   its `DayEnded` events are, so each user's trading day closes at the
+//!   same command boundary (see [`crate::day`]);
+//! - per connection, a reader (login, then inbound messages) and a writer.
+//!   The writer sends stored messages from the requested sequence number
+//!   on; once caught up it hands the connection to the storing threads
+//!   (a [`LiveSink`]), which send each new message as they store it, and
+//!   only sends heartbeats after a second of silence. It tails the store
+//!   again when the sink is dropped (a live send that would block longer
+//!   than one 1 ms send slice leaves its rest to the writer), and sends
+//!   End of Session once its day has closed and is all sent.
 //!
 //! Ordering: every sequenced message is appended to the store under the
-//! user's lock before the writer can see it, so a client that asks for
-//! sequence N gets exactly the stored messages N, N+1, ... then the live
-//! ones, with no gap and no duplicate, within one gateway run and across
-//! restarts.
+//! user's lock before anyone can send it, and sends happen under that lock
+//! or (the writer's catch-up) strictly before the live hand-over, so a
+//! client that asks for sequence N gets exactly the stored messages N,
+//! N+1, ... then the live ones, with no gap and no duplicate, within one
+//! gateway run and across restarts (see [`crate::regen`] for a store the
+//! journal is ahead of).
 
 use crate::book::{event_tag, is_ouch_tag, since_midnight_ns, Directory, Step};
 use crate::codec::{token_hint, Inbound, Outbound};
