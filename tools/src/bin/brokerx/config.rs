@@ -192,9 +192,8 @@ impl Config {
                     session.target_comp_id, session.account
                 ));
             }
-            let comp_ok = |c: &str| {
-                !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_graphic())
-            };
+            let comp_ok =
+                |c: &str| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_graphic());
             if !comp_ok(&session.sender_comp_id) || !comp_ok(&session.target_comp_id) {
                 return Err(format!(
                     "config: FIX session {i}: CompIDs must be 1 to 64 printable ASCII characters"
