@@ -13,10 +13,13 @@ mod common;
 
 use brokerx_gateway_ouch::codec::{EnterOrder, Inbound, Outbound};
 use brokerx_soupbin::{Decoder, Packet};
-use common::{run, start, temp_dir, terminate};
+use common::{run, temp_dir, terminate, Server, BIN};
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -154,6 +157,49 @@ fn enter(token: &str, side: u8, price: u32) -> Vec<u8> {
         .unwrap()
 }
 
+/// `common::start`, keeping the line where serve reports what the OUCH
+/// gateway regenerated from the journal at start.
+fn start(dir: &Path, config: &Path, regenerated: &mut Vec<String>) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start brokerx");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut ports = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in lines.by_ref() {
+        let line = line.expect("read stdout");
+        if let Some((name, rest)) = line.split_once(" port listening on ") {
+            let at = rest.split_whitespace().next().unwrap_or_default();
+            ports.insert(name.to_string(), at.to_string());
+        }
+        if line.starts_with("ouch stores:") {
+            regenerated.push(line.clone());
+        }
+        if line == "brokerx ready" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not get ready");
+    }
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    Server {
+        child,
+        address: ports.get("test").cloned().expect("test port"),
+        lines: receiver,
+        ports,
+    }
+}
+
 fn jitter(seed: &mut u64, max_ms: u64) -> Duration {
     *seed ^= *seed << 13;
     *seed ^= *seed >> 7;
@@ -177,8 +223,9 @@ fn ouch_stores_survive_kill_9() {
     let seen: Vec<Arc<Mutex<Vec<Vec<u8>>>>> = USERS.iter().map(|_| Arc::default()).collect();
     let mut seed = 0x0c0c_u64;
     let mut sent_orders = 0;
+    let mut reports = Vec::new();
     for round in 0..rounds {
-        let mut server = start(&dir, &config);
+        let mut server = start(&dir, &config, &mut reports);
         let address = server.ports.get("ouch").expect("ouch port").clone();
         let mut readers = Vec::new();
         let mut writers = Vec::new();
@@ -215,7 +262,12 @@ fn ouch_stores_survive_kill_9() {
     }
 
     // Restart; a login from 1 gets what was seen, then the rest.
-    let server = start(&dir, &config);
+    let server = start(&dir, &config, &mut reports);
+    assert_eq!(reports.len(), rounds + 1, "serve reports the OUCH stores");
+    for (n, report) in reports.iter().enumerate() {
+        eprintln!("start {}: {report}", n + 1);
+        assert!(report.ends_with(" 0 orphans"), "{report}");
+    }
     let address = server.ports.get("ouch").unwrap().clone();
     let mut executed = Vec::new();
     let mut answered = Vec::new();
