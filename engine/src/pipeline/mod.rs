@@ -69,7 +69,14 @@ impl WaitStrategy {
                 spin: Duration::from_micros(100),
                 timeout: Duration::from_millis(50),
             }),
-            _ => None,
+            // "spin-park:300": busy-poll 300 µs.
+            _ => {
+                let micros = text.strip_prefix("spin-park:")?.parse().ok()?;
+                Some(WaitStrategy::SpinPark {
+                    spin: Duration::from_micros(micros),
+                    timeout: Duration::from_millis(50),
+                })
+            }
         }
     }
 }
