@@ -851,7 +851,16 @@ fn orders_replace_cancel_cancel_all_list_and_market_data() {
             json!({"symbol": "AAPL", "side": "buy", "limit_price": price, "qty": qty, "time_in_force": "gtc", "client_order_id": cid}),
         )
     };
+    let mut quotes = Ws::connect(h.addr, "/api/v1/ws", &[]);
+    quotes.send(&json!({"action": "auth", "token": alice.token.clone().unwrap()}));
+    quotes.recv().unwrap();
+    quotes.send(&json!({"action": "subscribe", "streams": ["quotes"]}));
+    assert_eq!(quotes.recv().unwrap()["data"]["streams"], json!(["quotes"]));
     let a = place("180.00", 10, "a");
+    let quote = quotes.recv_until(|m| m["stream"] == "quotes");
+    assert_eq!(quote["data"]["symbol"], "AAPL");
+    assert_eq!(quote["data"]["bid_price"], "180.00");
+    assert_eq!(quote["data"]["bid_size"], "10");
     assert_eq!(a.status, 201, "{}", a.text);
     let r = place("180.00", 1, "a");
     assert_eq!((r.status, r.code()), (422, "duplicate_client_order_id"));
@@ -997,6 +1006,19 @@ fn health_ready_request_ids_and_openapi() {
     assert!(r.text.contains("swagger-ui"), "{}", r.text);
     let r = anon.get("/api/v1/docs/swagger-ui.css");
     assert_eq!(r.status, 200, "vendored assets are served");
+
+    // Not ready once the engine has stopped; orders get 503, not a hang.
+    let (alice, _) = verified_client(&h, "alice@example.com");
+    h.pipeline.shutdown();
+    let r = anon.get("/ready");
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.body["engine"], false);
+    let r = alice.post(
+        "/api/v1/orders",
+        json!({"symbol": "AAPL", "side": "buy", "limit_price": "180", "qty": 1}),
+    );
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{}", r.text);
+    assert_eq!(anon.get("/health").status, 200, "alive while not ready");
 }
 
 /// A tiny SMTP sink on loopback: records the DATA of one message.
