@@ -646,7 +646,7 @@ impl Engine {
                 Side::Sell => state.band_low,
             },
         };
-        if order.order_type == OrderType::Limit {
+        if order.order_type == OrderType::Limit && self.orders.is_large() {
             // Where a remainder would rest: start loading the level's last
             // order and the account's last order, which resting writes.
             // At a million resting orders both are usually cold, and the
@@ -829,8 +829,9 @@ impl Engine {
         price: u64,
         out: &mut Vec<Event>,
     ) {
-        if self.orders.nodes[maker_slot as usize].leaves
-            <= self.orders.nodes[taker_slot as usize].leaves
+        if self.orders.is_large()
+            && self.orders.nodes[maker_slot as usize].leaves
+                <= self.orders.nodes[taker_slot as usize].leaves
         {
             // The maker leaves the book below: its neighbours get written.
             self.orders.prefetch_neighbours(maker_slot);
@@ -1062,7 +1063,9 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
         let slot = self.owned_resting(account, order_id)?;
-        self.orders.prefetch_neighbours(slot);
+        if self.orders.is_large() {
+            self.orders.prefetch_neighbours(slot);
+        }
         self.cancel_resting(slot, CancelReason::Requested, tag, out);
         Ok(())
     }
@@ -1163,7 +1166,7 @@ impl Engine {
             return Err(RejectCode::InvalidQuantity);
         }
         check_price(state, price)?;
-        if price != node.price {
+        if price != node.price && self.orders.is_large() {
             // The order moves: start loading what unlinking it writes
             // and the last order of the level it may rest at.
             self.orders.prefetch_level_neighbours(slot);
