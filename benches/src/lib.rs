@@ -287,6 +287,17 @@ mod tests {
     }
 
     #[test]
+    fn books_agree_past_the_prefetch_threshold() {
+        // Above 64k order slots the engine takes its prefetching paths.
+        check(1, 70_000, 20_000, 4);
+        let sc = Scenario::generate(WorkloadConfig::default().with_seed(6), 70_000, 0, 20_000);
+        let mut bx = sc.brokerx();
+        apply_all(&mut bx, &sc.prefill);
+        apply_all(&mut bx, &sc.measured);
+        bx.engine().check_invariants().expect("invariants hold");
+    }
+
+    #[test]
     fn resolved_replay_matches_table() {
         let sc = Scenario::generate(WorkloadConfig::default().with_seed(5), 3_000, 2_000, 20_000);
         let model = (sc.final_resting, sc.final_touch.clone());
