@@ -136,6 +136,44 @@ async fn request_context(
         }
         error.into_response()
     };
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        // A rejection from axum itself (bad path or query encoding, a
+        // failed WebSocket upgrade, ...): same problem+json shape.
+        let bytes = axum::body::to_bytes(std::mem::take(response.body_mut()), 4096)
+            .await
+            .unwrap_or_default();
+        let detail = String::from_utf8_lossy(&bytes).trim().to_string();
+        let code = match status {
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::UPGRADE_REQUIRED => "upgrade_required",
+            _ if status.is_client_error() => "bad_request",
+            _ => "internal",
+        };
+        let message = if detail.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_string()
+        } else {
+            detail
+        };
+        let extra_headers: Vec<(axum::http::HeaderName, HeaderValue)> = response
+            .headers()
+            .iter()
+            .filter(|(k, _)| *k != "content-type" && *k != "content-length")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        response = ApiError::new(status, code, message).into_response();
+        for (k, v) in extra_headers {
+            response.headers_mut().insert(k, v);
+        }
+    }
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert("x-request-id", value);
@@ -147,7 +185,6 @@ async fn request_context(
             }
         }
     }
-    let status = response.status();
     if status.is_client_error() || status.is_server_error() {
         log(json!({
             "level": if status.is_server_error() { "error" } else { "info" },

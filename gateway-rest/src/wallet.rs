@@ -136,6 +136,17 @@ where
             if inserted == 1 {
                 return Ok(None);
             }
+            // A record left pending by a crash mid-request is abandoned
+            // after a minute: the money movement either is in the journal
+            // (and the balance shows it) or never happened, so the key is
+            // taken over rather than blocking its owner forever.
+            let taken = c.execute(
+                "UPDATE idempotency SET body_hash = ?3, created_at = ?4 WHERE account = ?1 AND key = ?2 AND state = 'pending' AND created_at < ?4 - 60 AND body_hash = ?3",
+                rusqlite::params![account, key_c, hash_c, now],
+            )?;
+            if taken == 1 {
+                return Ok(None);
+            }
             c.query_row(
                 "SELECT body_hash, state, status, response FROM idempotency WHERE account = ?1 AND key = ?2",
                 rusqlite::params![account, key_c],

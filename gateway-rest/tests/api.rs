@@ -1109,3 +1109,356 @@ fn verification_mail_goes_over_smtp_when_configured() {
         404
     );
 }
+
+#[test]
+fn bad_input_on_auth_wallet_market_and_alpaca_endpoints() {
+    let h = Harness::start("bad-input-2");
+    let (alice, _) = verified_client(&h, "alice@example.com");
+    assert_eq!(deposit(&alice, "1000").status, 201);
+    let r = alice.post(
+        "/api/v1/orders",
+        json!({"symbol": "AAPL", "side": "buy", "limit_price": "180", "qty": 1, "time_in_force": "gtc"}),
+    );
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let before = snapshot(&alice);
+    let anon = h.client();
+    let mfa_token = jwt_sign(
+        b"test-secret",
+        &json!({"sub": 1, "exp": now_secs() + 100, "iat": now_secs(), "jti": "m", "typ": "mfa"}),
+    );
+    let mfa_bearer = anon.with_token(&mfa_token);
+    let basic = anon.with_header("Authorization", "Basic YTpi");
+    let cases: Vec<(&str, &Client, &str, String, Value, u16, &str)> = vec![
+        (
+            "register no body",
+            &anon,
+            "POST",
+            "/api/v1/auth/register".into(),
+            json!(null),
+            422,
+            "missing_field",
+        ),
+        (
+            "register no name",
+            &anon,
+            "POST",
+            "/api/v1/auth/register".into(),
+            json!({"email": "q@example.com", "password": "long enough"}),
+            422,
+            "missing_field",
+        ),
+        (
+            "verify no passcode",
+            &anon,
+            "POST",
+            "/api/v1/auth/verify".into(),
+            json!({"email": "alice@example.com"}),
+            422,
+            "missing_field",
+        ),
+        (
+            "verify already",
+            &anon,
+            "POST",
+            "/api/v1/auth/verify".into(),
+            json!({"email": "alice@example.com", "passcode": "000000"}),
+            409,
+            "already_verified",
+        ),
+        (
+            "resend no email",
+            &anon,
+            "POST",
+            "/api/v1/auth/resend".into(),
+            json!({}),
+            422,
+            "missing_field",
+        ),
+        (
+            "login no password",
+            &anon,
+            "POST",
+            "/api/v1/auth/login".into(),
+            json!({"email": "alice@example.com"}),
+            422,
+            "missing_field",
+        ),
+        (
+            "login unknown",
+            &anon,
+            "POST",
+            "/api/v1/auth/login".into(),
+            json!({"email": "who@example.com", "password": "whatever1"}),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "login totp number",
+            &anon,
+            "POST",
+            "/api/v1/auth/login".into(),
+            json!({"email": "alice@example.com", "password": "x", "totp": 5}),
+            422,
+            "invalid_field",
+        ),
+        (
+            "mfa login forged",
+            &anon,
+            "POST",
+            "/api/v1/auth/login/mfa".into(),
+            json!({"mfa_token": "a.b.c", "code": "123456"}),
+            401,
+            "invalid_token",
+        ),
+        (
+            "mfa login access token",
+            &anon,
+            "POST",
+            "/api/v1/auth/login/mfa".into(),
+            json!({"mfa_token": alice.token.clone().unwrap(), "code": "123456"}),
+            401,
+            "invalid_token",
+        ),
+        (
+            "mfa login wrong code",
+            &anon,
+            "POST",
+            "/api/v1/auth/login/mfa".into(),
+            json!({"mfa_token": mfa_token, "code": "12345x"}),
+            401,
+            "invalid_totp",
+        ),
+        (
+            "refresh missing",
+            &anon,
+            "POST",
+            "/api/v1/auth/refresh".into(),
+            json!({}),
+            422,
+            "missing_field",
+        ),
+        (
+            "mfa token as bearer",
+            &mfa_bearer,
+            "GET",
+            "/api/v1/me".into(),
+            json!(null),
+            401,
+            "invalid_token",
+        ),
+        (
+            "basic auth",
+            &basic,
+            "GET",
+            "/api/v1/me".into(),
+            json!(null),
+            401,
+            "invalid_token",
+        ),
+        (
+            "revoke unknown key",
+            &alice,
+            "DELETE",
+            "/api/v1/api-keys/BKNOPE".into(),
+            json!(null),
+            404,
+            "not_found",
+        ),
+        (
+            "mailbox no email",
+            &anon,
+            "GET",
+            "/api/v1/dev/mailbox".into(),
+            json!(null),
+            422,
+            "missing_field",
+        ),
+        (
+            "trades bad limit",
+            &anon,
+            "GET",
+            "/api/v1/market/AAPL/trades?limit=1000".into(),
+            json!(null),
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "depth unknown",
+            &anon,
+            "GET",
+            "/api/v1/market/ZZZ/depth".into(),
+            json!(null),
+            404,
+            "unknown_symbol",
+        ),
+        (
+            "activities bad token",
+            &alice,
+            "GET",
+            "/api/v1/activities?page_token=x".into(),
+            json!(null),
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "list unknown symbol",
+            &alice,
+            "GET",
+            "/api/v1/orders?symbol=ZZZ".into(),
+            json!(null),
+            422,
+            "unknown_symbol",
+        ),
+        (
+            "list bad side",
+            &alice,
+            "GET",
+            "/api/v1/orders?side=up".into(),
+            json!(null),
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "list bad direction",
+            &alice,
+            "GET",
+            "/api/v1/orders?direction=up".into(),
+            json!(null),
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "replace zero qty",
+            &alice,
+            "PATCH",
+            format!("/api/v1/orders/{id}"),
+            json!({"qty": 0}),
+            422,
+            "invalid_quantity",
+        ),
+        (
+            "replace off tick",
+            &alice,
+            "PATCH",
+            format!("/api/v1/orders/{id}"),
+            json!({"limit_price": "180.001"}),
+            422,
+            "invalid_price",
+        ),
+        (
+            "replace outside band",
+            &alice,
+            "PATCH",
+            format!("/api/v1/orders/{id}"),
+            json!({"limit_price": "1.00"}),
+            422,
+            "price_outside_band",
+        ),
+        (
+            "replace bad json",
+            &alice,
+            "PATCH",
+            format!("/api/v1/orders/{id}"),
+            json!("text"),
+            400,
+            "invalid_json",
+        ),
+        (
+            "v2 order no qty",
+            &alice,
+            "POST",
+            "/v2/orders".into(),
+            json!({"symbol": "AAPL", "side": "buy", "type": "market", "time_in_force": "day"}),
+            422,
+            "missing_field",
+        ),
+        (
+            "v2 notional",
+            &alice,
+            "POST",
+            "/v2/orders".into(),
+            json!({"symbol": "AAPL", "side": "buy", "type": "market", "time_in_force": "day", "notional": 10}),
+            422,
+            "unsupported",
+        ),
+        (
+            "v2 by client id missing",
+            &alice,
+            "GET",
+            "/v2/orders:by_client_order_id".into(),
+            json!(null),
+            422,
+            "missing_field",
+        ),
+        (
+            "v2 by client id unknown",
+            &alice,
+            "GET",
+            "/v2/orders:by_client_order_id?client_order_id=zz".into(),
+            json!(null),
+            404,
+            "order_not_found",
+        ),
+        (
+            "v2 position unknown",
+            &alice,
+            "GET",
+            "/v2/positions/MSFT".into(),
+            json!(null),
+            404,
+            "position_not_found",
+        ),
+        (
+            "v2 asset unknown",
+            &alice,
+            "GET",
+            "/v2/assets/ZZZ".into(),
+            json!(null),
+            404,
+            "asset_not_found",
+        ),
+        (
+            "v2 activities page size",
+            &alice,
+            "GET",
+            "/v2/account/activities?page_size=0".into(),
+            json!(null),
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "ws without upgrade",
+            &alice,
+            "GET",
+            "/api/v1/ws".into(),
+            json!(null),
+            400,
+            "bad_request",
+        ),
+    ];
+    for (name, client, method, path, body, status, code) in cases {
+        let r = if body.is_null() {
+            client.call(method, &path, None)
+        } else {
+            client.call(method, &path, Some(body))
+        };
+        assert_eq!((r.status, r.code()), (status, code), "{name}: {}", r.text);
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{name}"
+        );
+    }
+    assert_eq!(snapshot(&alice), before, "nothing changed");
+
+    // WebSocket protocol errors get an error message, not a crash.
+    let mut ws = Ws::connect(h.addr, "/api/v1/ws", &[]);
+    ws.send(&json!("not an object"));
+    assert_eq!(ws.recv().unwrap()["data"]["code"], "invalid_action");
+    ws.send(&json!({"action": "subscribe", "streams": ["trade_updates"]}));
+    assert_eq!(ws.recv().unwrap()["data"]["code"], "unauthenticated");
+    let mut ws = Ws::connect(h.addr, "/api/v1/ws", &[]);
+    ws.send(&json!({"action": "dance"}));
+    assert_eq!(ws.recv().unwrap()["data"]["code"], "invalid_action");
+    assert_eq!(h.client().get("/health").status, 200);
+}
