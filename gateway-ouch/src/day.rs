@@ -208,19 +208,17 @@ fn start_store(
     timestamp_ns: u64,
     carried: &[Intent],
 ) -> Result<(), StoreError> {
+    let mark = Mark {
+        seq: opened_at,
+        outputs: u64::MAX,
+        answered: 0,
+    };
     store.append_day_start(opened_at)?;
-    store.append(&system_event(timestamp_ns, START_OF_DAY))?;
+    store.append_marked(&[&system_event(timestamp_ns, START_OF_DAY)], Some(mark))?;
     for intent in carried {
         store.append_intent(intent.tag, &intent.message)?;
     }
-    store.append_marked(
-        &[],
-        Some(Mark {
-            seq: opened_at,
-            outputs: u64::MAX,
-            answered: 0,
-        }),
-    )?;
+    store.append_marked(&[], Some(mark))?;
     Ok(())
 }
 

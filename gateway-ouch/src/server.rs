@@ -841,18 +841,13 @@ fn accept_loop(
     }
 }
 
-/// Appends messages to the user's store (one write, one sync for the
-/// group; with `marked`, the user's mark after them) and wakes its writer.
-fn store_all(
-    shared: &Shared,
-    user: &User,
-    state: &mut UserState,
-    messages: &[Outbound],
-    marked: bool,
-) {
+/// Appends messages to the user's store, then the user's mark (one write,
+/// one sync for the group: a write torn by a power loss is recognised by
+/// its missing mark), and sends them or wakes the writer.
+fn store_all(shared: &Shared, user: &User, state: &mut UserState, messages: &[Outbound]) {
     let encoded: Vec<Vec<u8>> = messages.iter().map(Outbound::to_bytes).collect();
     let slices: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-    let mark = marked.then_some(state.mark);
+    let mark = Some(state.mark);
     let first = state.today.store.len() + 1;
     match state.today.store.append_marked(&slices, mark) {
         Ok(_) => {
@@ -1038,7 +1033,7 @@ fn apply_outputs(shared: &Shared, user: &User, state: &mut UserState, outputs: &
         .engine_rejections
         .fetch_add(rejections as u64, Ordering::Relaxed);
     if !messages.is_empty() {
-        store_all(shared, user, state, &messages, true);
+        store_all(shared, user, state, &messages);
     }
 }
 
@@ -1427,7 +1422,7 @@ fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
         Err(_) => {
             count(&stats.malformed_messages);
             let answer = rejected(token_hint(bytes), reject::MALFORMED);
-            store_all(shared, user, &mut state, &[answer], false);
+            store_all(shared, user, &mut state, &[answer]);
             return;
         }
     };
@@ -1459,13 +1454,7 @@ fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
                     state.today.book.release(index);
                 }
                 if new_token.is_some() {
-                    store_all(
-                        shared,
-                        user,
-                        &mut state,
-                        &[rejected(token, reject::BUSY)],
-                        false,
-                    );
+                    store_all(shared, user, &mut state, &[rejected(token, reject::BUSY)]);
                 }
             }
         }
@@ -1475,7 +1464,7 @@ fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
             } else {
                 count(&stats.invalid_fields);
             }
-            store_all(shared, user, &mut state, &[rejected(token, reason)], false);
+            store_all(shared, user, &mut state, &[rejected(token, reason)]);
         }
         Step::Ignore => count(&stats.ignored_cancels),
     }

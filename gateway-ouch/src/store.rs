@@ -16,10 +16,11 @@
 //! - **Intent** `'I'`, tag, inbound OUCH message: written under the user's
 //!   lock right after the command was handed to the engine, so before any
 //!   output of it can be stored;
-//! - **Mark** `'M'`, engine seq S, outputs n, answered k: written with each
-//!   batch of messages derived from engine outputs: every output for this
-//!   user of commands before S and the first n of command S are reflected
-//!   above, and the first k intents of this file have been answered;
+//! - **Mark** `'M'`, engine seq S, outputs n, answered k: ends every write
+//!   of messages (same `write` call): every output for this user of
+//!   commands before S and the first n of command S are reflected above,
+//!   and the first k intents of this file have been answered. Messages
+//!   after the last mark are a torn write and are cut at open;
 //! - **Void** `'V'`: the last intent never reached the engine (queue full);
 //! - **Reset** `'R'`: forget the intents so far (the intents still to be
 //!   answered are written again after it, at start);
@@ -131,6 +132,8 @@ impl MessageStore {
         let mut mark = None;
         let mut day_start = None;
         let mut at = 0usize;
+        // Byte offset just past the last mark, and the messages before it.
+        let mut marked: Option<(usize, usize)> = None;
         while let [high, low, ..] = bytes[at..] {
             let word = u16::from_be_bytes([high, low]);
             let corrupt = || StoreError::Corrupt {
@@ -167,7 +170,8 @@ impl MessageStore {
                             seq: be_u64(&record[1..]),
                             outputs: be_u64(&record[9..]),
                             answered: be_u64(&record[17..]),
-                        })
+                        });
+                        marked = Some((at + 2 + length, messages.len()));
                     }
                     (DAY_START, 9) => day_start = Some(be_u64(&record[1..])),
                     _ => return Err(corrupt()),
@@ -181,7 +185,7 @@ impl MessageStore {
             file.set_len(at as u64).map_err(io)?;
             file.seek(SeekFrom::End(0)).map_err(io)?;
         }
-        Ok(MessageStore {
+        let mut store = MessageStore {
             path: path.to_path_buf(),
             file,
             fsync,
@@ -189,7 +193,29 @@ impl MessageStore {
             intents,
             mark,
             day_start,
-        })
+        };
+        // Every write of messages ends with a mark, in the same `write`. So
+        // messages after the last mark are a write torn by a power loss:
+        // cut them (their batch is regenerated from the journal, and with
+        // `fsync` none of it was sent), keeping the intents.
+        if let Some((end, count)) = marked {
+            if store.messages.len() > count {
+                store.messages.truncate(count);
+                store.file.set_len(end as u64).map_err(io)?;
+                store.file.seek(SeekFrom::End(0)).map_err(io)?;
+                let intents: Vec<Intent> = store
+                    .intents
+                    .iter()
+                    .map(|intent| Intent {
+                        after_messages: intent.after_messages.min(count as u64),
+                        ..intent.clone()
+                    })
+                    .collect();
+                let mark = store.mark.unwrap_or_default();
+                store.reset_intents(&intents, mark)?;
+            }
+        }
+        Ok(store)
     }
 
     /// The last mark written (none in a file from before marks existed).
@@ -456,6 +482,34 @@ mod tests {
             .map(|i| (i.tag, &i.message[..], i.after_messages))
             .collect();
         assert_eq!(intents, vec![(43, &b"XTOKEN2"[..], 3)]);
+    }
+
+    #[test]
+    fn a_write_torn_after_some_messages_is_cut_back_to_its_mark() {
+        let path = temp("torn-batch");
+        let mut store = MessageStore::open(&path, false).unwrap();
+        let mark = Mark {
+            seq: 5,
+            outputs: 1,
+            answered: 0,
+        };
+        store.append_marked(&[b"one"], Some(mark)).unwrap();
+        store.append_intent(9, b"OTOKEN").unwrap();
+        drop(store);
+        // Two messages of a batch made it to disk, its mark did not.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[0, 3, b't', b'w', b'o', 0, 5, b't', b'h', b'r', b'e', b'e'])
+            .unwrap();
+        drop(file);
+        let store = MessageStore::open(&path, false).unwrap();
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.mark(), Some(mark));
+        assert_eq!(store.intents().len(), 1);
+        assert_eq!(store.intents()[0].tag, 9);
+        drop(store);
+        let store = MessageStore::open(&path, false).unwrap();
+        assert_eq!((store.len(), store.intents().len()), (1, 1));
+        assert_eq!(store.mark(), Some(mark));
     }
 
     #[test]
