@@ -887,10 +887,13 @@ fn reopen_pipeline(dir: &Path) -> Arc<Pipeline> {
 /// Rewrites a store file as a crash would have left it if the user's event
 /// thread had stored nothing after its `keep`-th message: later messages
 /// and marks are dropped, intents (written by the session reader before
-/// each command went to the engine) stay; then a torn half record.
+/// each command went to the engine) stay; then, as a power loss could
+/// leave a write, the next message without its mark and a torn half
+/// record.
 fn cut_store(path: &Path, keep: usize) {
     let bytes = std::fs::read(path).unwrap();
     let mut out = Vec::new();
+    let mut torn: Option<Vec<u8>> = None;
     let mut messages = 0;
     let mut at = 0;
     while at < bytes.len() {
@@ -906,10 +909,13 @@ fn cut_store(path: &Path, keep: usize) {
         let kept = messages <= keep || (meta && matches!(record[2], b'I' | b'V' | b'D'));
         if kept {
             out.extend_from_slice(record);
+        } else if !meta && torn.is_none() {
+            torn = Some(record.to_vec());
         }
         at += 2 + length;
     }
     assert!(messages > keep, "nothing to cut");
+    out.extend_from_slice(&torn.unwrap());
     out.extend_from_slice(&[0, 45, b'E', 1, 2]);
     std::fs::write(path, out).unwrap();
 }
@@ -1007,7 +1013,7 @@ fn regenerates_the_missing_tail(with_end_of_day: bool) {
             before.push((stored_messages(&live), Vec::new(), user));
         }
         cut_store(&live, keep);
-        assert_eq!(stored_messages(&live).len(), keep);
+        assert_eq!(stored_messages(&live).len(), keep, "the torn write is cut");
     }
 
     let pipeline = reopen_pipeline(&dir);
