@@ -137,10 +137,10 @@ async fn request_context(
         error.into_response()
     };
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get("content-type")
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    let is_problem = response.headers().get("content-type").is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/problem+json")
+            || v.as_bytes().starts_with(b"application/json")
+    });
     if (status.is_client_error() || status.is_server_error()) && !is_problem {
         // A rejection from axum itself (bad path or query encoding, a
         // failed WebSocket upgrade, ...): same problem+json shape.
