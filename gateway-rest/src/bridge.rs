@@ -25,7 +25,7 @@ use brokerx_engine::state::StableHasher;
 use brokerx_engine::{Command, Engine, EngineConfig};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -44,6 +44,8 @@ pub struct Bridge {
     session: brokerx_engine::pipeline::SessionId,
     next_tag: AtomicU64,
     pub db: Db,
+    /// Connected `/stream` (Alpaca) clients.
+    pub alpaca_listeners: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -291,6 +293,7 @@ impl Bridge {
             session,
             next_tag: AtomicU64::new(crate::time::now_ns()),
             db,
+            alpaca_listeners: AtomicUsize::new(0),
         });
         let consumer = Consumer {
             bridge: bridge.clone(),
@@ -423,6 +426,7 @@ impl Consumer {
             let mut effects = Effects::default();
             {
                 let mut state = self.bridge.state.write().unwrap_or_else(|e| e.into_inner());
+                state.render_alpaca = self.bridge.alpaca_listeners.load(Ordering::Acquire) > 0;
                 for output in batch.drain(..) {
                     if output.seq != current_seq {
                         current_seq = output.seq;

@@ -322,8 +322,11 @@ pub struct State {
     pub streams: HashMap<u32, VecDeque<StreamItem>>,
     pub stream_seq: HashMap<u32, u64>,
     pub last_seq: u64,
-    /// Client order ids of orders in flight: tag -> (account, client id).
+    /// Client order ids of orders in flight: tag -> client id.
     pub pending_client_ids: HashMap<u64, String>,
+    /// Render Alpaca-shaped stream messages (only while a `/stream`
+    /// client is connected; that stream does not resume).
+    pub render_alpaca: bool,
 }
 
 impl State {
@@ -583,24 +586,35 @@ impl State {
             "order": order.to_json(&symbol),
             "timestamp": rfc3339(ts_ns),
         });
-        let mut alpaca = json!({
-            "event": event,
-            "order": order.to_alpaca(&symbol),
-            "timestamp": rfc3339(ts_ns),
-        });
+        let mut alpaca = if self.render_alpaca {
+            json!({
+                "event": event,
+                "order": order.to_alpaca(&symbol),
+                "timestamp": rfc3339(ts_ns),
+            })
+        } else {
+            Value::Null
+        };
         if let Some((price, qty, match_id)) = fill {
             let position = self
                 .accounts
                 .get(&order.account)
                 .and_then(|a| a.positions.get(&order.symbol))
                 .map_or(0, Position::total);
-            for value in [&mut data, &mut alpaca] {
+            let values: &mut [&mut Value] = if self.render_alpaca {
+                &mut [&mut data, &mut alpaca]
+            } else {
+                &mut [&mut data]
+            };
+            for value in values.iter_mut() {
                 value["price"] = json!(format_money(price));
                 value["qty"] = json!(format_qty(qty));
                 value["position_qty"] = json!(format_qty(position));
             }
             data["execution_id"] = json!(format!("{match_id}"));
-            alpaca["execution_id"] = json!(format!("00000000-0000-4000-9000-{match_id:012x}"));
+            if self.render_alpaca {
+                alpaca["execution_id"] = json!(format!("00000000-0000-4000-9000-{match_id:012x}"));
+            }
         }
         out.writes.push(Write::Order {
             id: order.id,
@@ -608,7 +622,8 @@ impl State {
             open: order.status.is_open(),
             body: serde_json::to_string(&order_store_json(&order)).unwrap_or_default(),
         });
-        self.push_stream(order.account, "trade_updates", data, Some(alpaca), out);
+        let alpaca = (!alpaca.is_null()).then_some(alpaca);
+        self.push_stream(order.account, "trade_updates", data, alpaca, out);
     }
 
     fn quote_update(&mut self, symbol: u32, out: &mut Effects) {

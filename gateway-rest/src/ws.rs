@@ -154,7 +154,30 @@ async fn backlog(state: &AppState, account: u32, after: u64) -> Vec<StreamItem> 
     items
 }
 
+/// Counts a connected `/stream` client while it lives.
+struct AlpacaListener(AppState);
+
+impl AlpacaListener {
+    fn new(state: &AppState) -> AlpacaListener {
+        state
+            .bridge
+            .alpaca_listeners
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        AlpacaListener(state.clone())
+    }
+}
+
+impl Drop for AlpacaListener {
+    fn drop(&mut self) {
+        self.0
+            .bridge
+            .alpaca_listeners
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 async fn session(state: AppState, mut socket: WebSocket, pre_auth: Option<u32>, alpaca: bool) {
+    let _listener = alpaca.then(|| AlpacaListener::new(&state));
     let mut account = pre_auth;
     let mut quotes = false;
     let mut trade_updates = false;

@@ -781,15 +781,16 @@ fn login_lockout_refresh_logout_totp_and_api_keys() {
         json!({"email": "alice@example.com", "password": "correct horse battery", "totp": "000000"}),
     );
     assert_eq!((r.status, r.code()), (401, "invalid_totp"));
+    let next_code = totp(&secret, now_secs() + 30);
     let r = anon.post(
         "/api/v1/auth/login",
-        json!({"email": "alice@example.com", "password": "correct horse battery", "totp": totp(&secret, now_secs() + 30)}),
+        json!({"email": "alice@example.com", "password": "correct horse battery", "totp": next_code}),
     );
     assert_eq!(r.status, 200, "{}", r.text);
     // The same code cannot be used twice.
     let r = anon.post(
         "/api/v1/auth/login",
-        json!({"email": "alice@example.com", "password": "correct horse battery", "totp": totp(&secret, now_secs() + 30)}),
+        json!({"email": "alice@example.com", "password": "correct horse battery", "totp": next_code}),
     );
     assert_eq!(r.code(), "invalid_totp");
 
