@@ -198,6 +198,13 @@ impl Client {
         client
     }
 
+    /// The same credentials against another server address.
+    pub fn clone_to(&self, addr: SocketAddr) -> Client {
+        let mut client = self.clone();
+        client.addr = addr;
+        client
+    }
+
     pub fn anonymous(&self) -> Client {
         Client {
             addr: self.addr,
