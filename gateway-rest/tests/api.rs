@@ -1463,3 +1463,37 @@ fn bad_input_on_auth_wallet_market_and_alpaca_endpoints() {
     assert_eq!(ws.recv().unwrap()["data"]["code"], "invalid_action");
     assert_eq!(h.client().get("/health").status, 200);
 }
+
+#[test]
+fn hostile_bytes_on_the_socket_never_take_the_server_down() {
+    let h = Harness::start("hostile");
+    let garbage: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02\x03\xff\xfe\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        b"POST /api/v1/orders HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n".to_vec(),
+        b"POST /api/v1/orders HTTP/1.1\r\nContent-Length: 10\r\n\r\n{".to_vec(),
+        format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100_000)).into_bytes(),
+        format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "b".repeat(200_000)).into_bytes(),
+        b"GET /api/v1/orders?limit=%ff%fe HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET /api/v1/market/%ZZ/quote HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+    ];
+    for bytes in garbage {
+        if let Ok(mut stream) = std::net::TcpStream::connect(h.addr) {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let _ = stream.write_all(&bytes);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stream, &mut sink);
+        }
+        assert_eq!(h.client().get("/health").status, 200);
+    }
+    // Authentication over the WebSocket with an API key works too.
+    let (alice, _) = verified_client(&h, "alice@example.com");
+    let r = alice.post("/api/v1/api-keys", json!({}));
+    let mut ws = Ws::connect(h.addr, "/api/v1/ws", &[]);
+    ws.send(&json!({"action": "auth", "key_id": r.body["key_id"], "secret_key": r.body["secret"]}));
+    assert_eq!(ws.recv().unwrap()["data"]["status"], "authorized");
+}
