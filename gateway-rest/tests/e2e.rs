@@ -208,5 +208,5 @@ fn register_verify_mfa_deposit_trade_notify_portfolio() {
     assert_eq!(m["seq"].as_u64().unwrap(), first_seq + 1);
     assert_eq!(m["data"]["event"], "fill");
     let _ = alice_account;
-    h.stop();
+    drop(h);
 }

@@ -83,5 +83,5 @@ fn read_model_and_stream_survive_a_restart() {
     let r = alice.get("/api/v1/portfolio");
     assert_eq!(r.body["positions"][0]["qty"], "10");
     assert_eq!(r.body["positions"][0]["avg_cost"], "190.002");
-    h.stop();
+    drop(h);
 }

@@ -26,6 +26,8 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 pub struct Harness {
     pub dir: PathBuf,
+    /// Keep the directory when dropped (for a restart on it).
+    keep: bool,
     pub pipeline: Arc<Pipeline>,
     pub server: Option<RestServer>,
     pub addr: SocketAddr,
@@ -97,6 +99,7 @@ impl Harness {
         let server = RestServer::start(listener, pipeline.clone(), config).unwrap();
         let addr = server.local_addr();
         let harness = Harness {
+            keep: false,
             dir,
             pipeline,
             server: Some(server),
@@ -147,10 +150,7 @@ impl Harness {
 
     /// Stops the gateway and the pipeline, keeping the directory.
     pub fn stop(mut self) -> PathBuf {
-        if let Some(server) = self.server.take() {
-            server.shutdown();
-        }
-        self.pipeline.shutdown();
+        self.keep = true;
         self.dir.clone()
     }
 
@@ -159,6 +159,18 @@ impl Harness {
             addr: self.addr,
             token: None,
             headers: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+        self.pipeline.shutdown();
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
