@@ -327,6 +327,9 @@ pub struct State {
     /// Render Alpaca-shaped stream messages (only while a `/stream`
     /// client is connected; that stream does not resume).
     pub render_alpaca: bool,
+    /// Orders in flight from this gateway, by tag: a reject is streamed
+    /// as a `rejected` update of this draft (it never got an engine id).
+    pub pending_orders: HashMap<u64, OrderRec>,
 }
 
 impl State {
@@ -679,7 +682,30 @@ impl State {
                 account, tag, code, ..
             } => {
                 self.pending_client_ids.remove(&tag);
-                let _ = (account, code);
+                let draft = if output.own {
+                    self.pending_orders.remove(&tag)
+                } else {
+                    None
+                };
+                if let Some(mut draft) = draft.filter(|d| d.account == account.0) {
+                    draft.status = Status::Rejected;
+                    draft.reason = Some(code.name().to_string());
+                    draft.updated_ns = ts;
+                    let symbol = self.symbol_name(draft.symbol);
+                    let data = json!({
+                        "event": "rejected",
+                        "order": draft.to_json(&symbol),
+                        "timestamp": rfc3339(ts),
+                    });
+                    let alpaca = self.render_alpaca.then(|| {
+                        json!({
+                            "event": "rejected",
+                            "order": draft.to_alpaca(&symbol),
+                            "timestamp": rfc3339(ts),
+                        })
+                    });
+                    self.push_stream(draft.account, "trade_updates", data, alpaca, out);
+                }
             }
             Event::AccountCreated { account, .. } => {
                 self.account(account);
@@ -789,6 +815,9 @@ impl State {
                         self.symbols.get(&symbol.0).map_or(0, |s| s.band_low)
                     }
                 };
+                if output.own {
+                    self.pending_orders.remove(&tag);
+                }
                 let client_order_id = if output.own {
                     self.pending_client_ids.remove(&tag)
                 } else {

@@ -391,13 +391,48 @@ pub async fn place_order(
         model.client_ids.insert(key, 0);
         model.pending_client_ids.insert(tag, cid.clone());
     }
+    {
+        let now = crate::time::now_ns();
+        let draft = OrderRec {
+            id: 0xffff_ffff_0000_0000 | (tag & 0xffff_ffff),
+            account,
+            symbol: order.symbol,
+            side: order.side,
+            order_type: order.order_type,
+            tif: order.tif,
+            limit_price: order.price,
+            hold_price: order.price,
+            qty: order.qty,
+            leaves: 0,
+            filled: 0,
+            filled_notional: 0,
+            status: Status::New,
+            client_order_id: client_id
+                .clone()
+                .unwrap_or_else(|| order_uuid(0xffff_ffff_0000_0000 | (tag & 0xffff_ffff))),
+            created_ns: now,
+            updated_ns: now,
+            filled_ns: 0,
+            canceled_ns: 0,
+            replaced_ns: 0,
+            reason: None,
+        };
+        state
+            .bridge
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending_orders
+            .insert(tag, draft);
+    }
     let release_cid = |state: &AppState| {
+        let mut model = state
+            .bridge
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        model.pending_orders.remove(&tag);
         if let Some(cid) = &client_id {
-            let mut model = state
-                .bridge
-                .state
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
             let key = (account, cid.clone());
             if model.client_ids.get(&key) == Some(&0) {
                 model.client_ids.remove(&key);

@@ -1497,3 +1497,41 @@ fn hostile_bytes_on_the_socket_never_take_the_server_down() {
     ws.send(&json!({"action": "auth", "key_id": r.body["key_id"], "secret_key": r.body["secret"]}));
     assert_eq!(ws.recv().unwrap()["data"]["status"], "authorized");
 }
+
+#[test]
+fn the_stream_carries_rejected_and_expired_updates() {
+    let h = Harness::start("stream-kinds");
+    let (alice, _) = verified_client(&h, "alice@example.com");
+    assert_eq!(deposit(&alice, "1000").status, 201);
+    let mut ws = Ws::connect(h.addr, "/api/v1/ws", &[]);
+    ws.send(&json!({"action": "auth", "token": alice.token.clone().unwrap()}));
+    ws.recv().unwrap();
+    ws.send(&json!({"action": "subscribe", "streams": ["trade_updates"]}));
+    ws.recv().unwrap();
+    // Rejected by risk (not enough cash): a `rejected` update.
+    let r = alice.post(
+        "/api/v1/orders",
+        json!({"symbol": "AAPL", "side": "buy", "limit_price": "190", "qty": 100, "client_order_id": "too-big"}),
+    );
+    assert_eq!(r.code(), "insufficient_funds");
+    let m = ws.recv().unwrap();
+    assert_eq!(m["data"]["event"], "rejected", "{m}");
+    assert_eq!(m["data"]["order"]["client_order_id"], "too-big");
+    assert_eq!(m["data"]["order"]["status"], "rejected");
+    assert_eq!(m["data"]["order"]["reject_reason"], "insufficient funds");
+    // The client order id of a rejected order can be used again.
+    let r = alice.post(
+        "/api/v1/orders",
+        json!({"symbol": "AAPL", "side": "buy", "limit_price": "180", "qty": 1, "time_in_force": "day", "client_order_id": "too-big"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(ws.recv().unwrap()["data"]["event"], "new");
+    // End of day expires the DAY order: an `expired` update; hold released.
+    h.engine(&[brokerx_engine::Command::EndOfDay]);
+    let m = ws.recv().unwrap();
+    assert_eq!(m["data"]["event"], "expired", "{m}");
+    assert_eq!(m["data"]["order"]["status"], "expired");
+    let wallet = alice.get("/api/v1/wallet").body;
+    assert_eq!(wallet["reserved"], "0.00");
+    assert_eq!(wallet["available"], "1000.00");
+}
