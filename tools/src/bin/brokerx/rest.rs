@@ -84,6 +84,7 @@ pub fn start_rest(
         });
         rest.dev_mailbox = false;
     }
+    let rest_dev_mailbox = rest.dev_mailbox;
     let listener =
         TcpListener::bind((bind, port)).map_err(|e| format!("HTTP port {bind}:{port}: {e}"))?;
     let server = RestServer::start(listener, pipeline.clone(), rest)
@@ -92,5 +93,10 @@ pub fn start_rest(
         "http port listening on {} (REST/JSON /api/v1, Alpaca-compatible /v2 and /stream, WebSocket /api/v1/ws)",
         server.local_addr()
     );
+    if rest_dev_mailbox {
+        println!(
+            "http: sign up with POST /api/v1/auth/register; passcodes land in the dev mailbox (GET /api/v1/dev/mailbox?email=...); API docs at /api/v1/docs/"
+        );
+    }
     Ok(server)
 }
