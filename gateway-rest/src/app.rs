@@ -101,8 +101,43 @@ fn valid_request_id(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
+/// Log lines go through a bounded queue to one writer thread, so a slow
+/// or blocked stderr never stalls an executor thread. A full queue drops
+/// the line and counts it (the count is logged with the next line that
+/// gets through).
 pub fn log(fields: Value) {
-    eprintln!("{fields}");
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static QUEUE: OnceLock<crossbeam_channel::Sender<String>> = OnceLock::new();
+    static DROPPED: AtomicU64 = AtomicU64::new(0);
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::bounded::<String>(65_536);
+        let _ = std::thread::Builder::new()
+            .name("rest-log".into())
+            .spawn(move || {
+                use std::io::Write;
+                let stderr = std::io::stderr();
+                let mut out = std::io::BufWriter::new(stderr.lock());
+                while let Ok(line) = rx.recv() {
+                    let _ = writeln!(out, "{line}");
+                    while let Ok(line) = rx.try_recv() {
+                        let _ = writeln!(out, "{line}");
+                    }
+                    let _ = out.flush();
+                }
+            });
+        tx
+    });
+    let dropped = DROPPED.swap(0, Ordering::Relaxed);
+    let mut line = fields.to_string();
+    if dropped > 0 {
+        line.push_str(&format!(
+            "\n{{\"level\":\"warn\",\"msg\":\"log lines dropped\",\"count\":{dropped}}}"
+        ));
+    }
+    if queue.try_send(line).is_err() {
+        DROPPED.fetch_add(1 + dropped, Ordering::Relaxed);
+    }
 }
 
 async fn request_context(
