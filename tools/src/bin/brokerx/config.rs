@@ -173,7 +173,7 @@ impl Config {
         }
         if brokerx_engine::pipeline::WaitStrategy::parse(&self.server.wait).is_none() {
             return Err(format!(
-                "config: wait must be spin, yield or park, not {:?}",
+                "config: wait must be spin, yield, park or spin-park, not {:?}",
                 self.server.wait
             ));
         }

@@ -84,7 +84,7 @@ fn load_config(flags: &Flags) -> Result<Config, String> {
     }
     if WaitStrategy::parse(&config.server.wait).is_none() {
         return Err(format!(
-            "wait must be spin, yield or park, not {:?}",
+            "wait must be spin, yield, park or spin-park, not {:?}",
             config.server.wait
         ));
     }
