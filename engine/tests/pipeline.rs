@@ -503,3 +503,69 @@ fn a_failed_fsync_stops_the_pipeline_without_acknowledging() {
         "nothing of the failed batch was published"
     );
 }
+
+#[test]
+fn stats_count_batches_rejects_journal_bytes_and_books() {
+    let dir = temp_dir("stats");
+    let mut config = config(&dir);
+    config.book_stats_interval = Duration::ZERO;
+    let pipeline = Pipeline::start(config, EngineConfig::default()).unwrap();
+    let mut commands = setup_commands();
+    let order = |account, side, price, tag| Command::NewOrder {
+        account: AccountId(account),
+        symbol: SymbolId(0),
+        side,
+        order_type: OrderType::Limit,
+        tif: TimeInForce::Gtc,
+        price,
+        qty: 10,
+        self_trade: SelfTradePrevention::AccountDefault,
+        tag,
+    };
+    commands.push(order(1, Side::Buy, 990, 1));
+    commands.push(order(1, Side::Buy, 991, 2));
+    commands.push(order(2, Side::Sell, 1_010, 3));
+    // Unknown account (101) twice, price outside the band (205) once.
+    commands.push(order(99, Side::Buy, 990, 4));
+    commands.push(order(99, Side::Buy, 990, 5));
+    commands.push(order(1, Side::Buy, 5_000, 6));
+    let outputs = drive(&pipeline, &commands);
+    let stats = pipeline.stats();
+    let n = commands.len() as u64;
+    assert_eq!(stats.commands.load(Ordering::Relaxed), n);
+    assert_eq!(stats.sequenced_seq.load(Ordering::Relaxed), n);
+    assert_eq!(stats.durable_seq.load(Ordering::Relaxed), n);
+    assert_eq!(stats.journal_records.load(Ordering::Relaxed), n);
+    assert!(stats.journal_bytes.load(Ordering::Relaxed) > n * 16);
+    let batches = stats.batch_size.snapshot();
+    assert_eq!(batches.count(), stats.batches.load(Ordering::Relaxed));
+    assert_eq!(batches.sum, n);
+    assert_eq!(stats.commit_ns.snapshot().count(), batches.count());
+    // One command in 16 is timed.
+    assert_eq!(stats.service_ns.snapshot().count(), n / 16);
+    assert_eq!(stats.rejects[101].load(Ordering::Relaxed), 2);
+    assert_eq!(stats.rejects[205].load(Ordering::Relaxed), 1);
+    let rejected = outputs
+        .iter()
+        .filter(|o| matches!(o.event, Event::Rejected { .. }))
+        .count() as u64;
+    assert_eq!(
+        stats
+            .rejects
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>(),
+        rejected
+    );
+    // The books are published after a batch once the interval is over.
+    let book = &stats.books.symbols[0];
+    assert!(book.present.load(Ordering::Acquire));
+    assert_eq!(book.open_orders.load(Ordering::Relaxed), 3);
+    assert_eq!(book.bid_levels.load(Ordering::Relaxed), 2);
+    assert_eq!(book.ask_levels.load(Ordering::Relaxed), 1);
+    assert_eq!(book.bid_qty.load(Ordering::Relaxed), 20);
+    assert!(!stats.books.symbols[1].present.load(Ordering::Acquire));
+    assert!(pipeline.ring_capacity() >= 1);
+    pipeline.shutdown().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

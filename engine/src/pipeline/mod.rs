@@ -19,8 +19,14 @@
 //!
 //! The pure modules of this crate know nothing of this one.
 
+mod metrics;
 mod recovery;
 mod routing;
+
+pub use metrics::{
+    AtomicHistogram, BookStats, HistogramSnapshot, SymbolBook, BATCH_BOUNDS, LATENCY_BOUNDS_NS,
+    MAX_BOOK_SYMBOLS, MAX_REJECT_CODE,
+};
 
 pub use recovery::{
     journal_dir, load_snapshot, parse_snapshot, recover, replay_journal, snapshot_dir, Recovered,
@@ -97,6 +103,9 @@ pub struct PipelineConfig {
     /// `journal/archive/` (off by default: replay from the first command
     /// then needs the archive put back).
     pub archive_after_snapshot: bool,
+    /// Publish per-symbol book sizes ([`PipelineStats::books`]) at most
+    /// this often, after a batch (a walk over the non-empty levels).
+    pub book_stats_interval: Duration,
     /// Fault injection for tests: make the fsync of this batch (1-based)
     /// fail, as a failing disk would.
     #[doc(hidden)]
@@ -118,6 +127,7 @@ impl PipelineConfig {
             segment_bytes: 64 << 20,
             snapshot_every: 0,
             archive_after_snapshot: false,
+            book_stats_interval: Duration::from_secs(1),
             fail_sync_at_batch: None,
         }
     }
@@ -140,16 +150,59 @@ struct Inbound {
     command: Command,
 }
 
-/// Counters readable from any thread.
-#[derive(Default, Debug)]
+/// Counters and histograms readable from any thread. The engine thread
+/// records into them with relaxed atomic operations only: no lock.
+#[derive(Debug)]
 pub struct PipelineStats {
     pub commands: AtomicU64,
     pub batches: AtomicU64,
     pub busy_rejections: AtomicU64,
+    /// The last sequence number stamped (ahead of `durable_seq` while a
+    /// batch awaits its fsync).
+    pub sequenced_seq: AtomicU64,
     pub durable_seq: AtomicU64,
     pub events: AtomicU64,
     pub consumers_cut_off: AtomicU64,
     pub snapshots: AtomicU64,
+    /// Journal bytes and records written since start.
+    pub journal_bytes: AtomicU64,
+    pub journal_records: AtomicU64,
+    /// Commands per group commit.
+    pub batch_size: AtomicHistogram,
+    /// `Engine::apply` of one command, ns; sampled, one command in
+    /// [`SERVICE_SAMPLE_EVERY`].
+    pub service_ns: AtomicHistogram,
+    /// One group commit (its write and its fdatasync), ns.
+    pub commit_ns: AtomicHistogram,
+    /// `Rejected` events by reject code (index = code).
+    pub rejects: Box<[AtomicU64]>,
+    pub books: BookStats,
+}
+
+/// One command in this many has its state-machine service time measured
+/// (two clock reads).
+pub const SERVICE_SAMPLE_EVERY: u64 = 16;
+
+impl Default for PipelineStats {
+    fn default() -> Self {
+        PipelineStats {
+            commands: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            busy_rejections: AtomicU64::new(0),
+            sequenced_seq: AtomicU64::new(0),
+            durable_seq: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            consumers_cut_off: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
+            journal_bytes: AtomicU64::new(0),
+            journal_records: AtomicU64::new(0),
+            batch_size: AtomicHistogram::new(BATCH_BOUNDS),
+            service_ns: AtomicHistogram::latency(),
+            commit_ns: AtomicHistogram::latency(),
+            rejects: (0..MAX_REJECT_CODE).map(|_| AtomicU64::new(0)).collect(),
+            books: BookStats::default(),
+        }
+    }
 }
 
 enum Control {
@@ -257,6 +310,11 @@ impl Pipeline {
             .stats
             .durable_seq
             .store(recovered.last_seq, Ordering::Release);
+        shared
+            .stats
+            .sequenced_seq
+            .store(recovered.last_seq, Ordering::Release);
+        shared.stats.books.publish(&engine);
         let state = LoopState {
             engine,
             journal,
@@ -295,6 +353,15 @@ impl Pipeline {
 
     pub fn stats(&self) -> &PipelineStats {
         &self.shared.stats
+    }
+
+    /// Commands waiting in the inbound ring now.
+    pub fn ring_depth(&self) -> usize {
+        self.shared.ring.len()
+    }
+
+    pub fn ring_capacity(&self) -> usize {
+        self.shared.ring.capacity()
     }
 
     /// Registers a session: its submitter and the queue its outputs arrive
@@ -426,6 +493,8 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
     let mut record: Vec<u8> = Vec::with_capacity(128);
     let mut idle_spins = 0u32;
     let mut idle_since: Option<std::time::Instant> = None;
+    let mut books_published = std::time::Instant::now();
+    let mut books_dirty = false;
     loop {
         // Everything sequenced so far has been published.
         apply_controls(&shared, &mut router, state.seq);
@@ -438,6 +507,13 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
         if batch.is_empty() {
             if shared.stop.load(Ordering::Acquire) && shared.ring.is_empty() {
                 break;
+            }
+            // Idle: bring the book sizes up to date once the interval is
+            // over (at most one clock read per wake-up with work pending).
+            if books_dirty && books_published.elapsed() >= state.config.book_stats_interval {
+                shared.stats.books.publish(&state.engine);
+                books_published = std::time::Instant::now();
+                books_dirty = false;
             }
             idle_spins = wait(&shared, state.config.wait, idle_spins, &mut idle_since);
             continue;
@@ -457,7 +533,16 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
             record.clear();
             encode_command(&sequenced, &mut record);
             state.journal.append(sequenced.seq, &record)?;
-            state.engine.apply(&sequenced, &mut events);
+            if sequenced.seq.is_multiple_of(SERVICE_SAMPLE_EVERY) {
+                let started = std::time::Instant::now();
+                state.engine.apply(&sequenced, &mut events);
+                shared
+                    .stats
+                    .service_ns
+                    .record(started.elapsed().as_nanos() as u64);
+            } else {
+                state.engine.apply(&sequenced, &mut events);
+            }
             pending.push(Pending {
                 seq: sequenced.seq,
                 timestamp_ns: sequenced.timestamp_ns,
@@ -469,13 +554,33 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
         // Group commit: one write, one fdatasync. A failure is fatal and
         // nothing of this batch is ever acknowledged.
         let batch_commands = pending.len() as u64;
+        shared
+            .stats
+            .sequenced_seq
+            .store(state.seq, Ordering::Release);
+        shared.stats.batch_size.record(batch_commands);
         let batch_number = shared.stats.batches.load(Ordering::Relaxed) + 1;
         if state.config.fail_sync_at_batch == Some(batch_number) {
             state.journal.inject_sync_failure();
         }
+        let commit_started = std::time::Instant::now();
         let durable = state.journal.commit()?;
+        let committed = std::time::Instant::now();
+        shared
+            .stats
+            .commit_ns
+            .record(committed.duration_since(commit_started).as_nanos() as u64);
         debug_assert_eq!(durable, state.seq);
         shared.stats.durable_seq.store(durable, Ordering::Release);
+        let journal = state.journal.stats();
+        shared
+            .stats
+            .journal_bytes
+            .store(journal.bytes_written, Ordering::Relaxed);
+        shared
+            .stats
+            .journal_records
+            .store(journal.records_committed, Ordering::Relaxed);
         shared.stats.batches.fetch_add(1, Ordering::Relaxed);
         shared
             .stats
@@ -491,6 +596,11 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
             let slice = &events[start..item.events_end];
             for event in slice {
                 hash_event(&mut state.event_hasher, event, &mut record);
+                if let Event::Rejected { code, .. } = event {
+                    if let Some(count) = shared.stats.rejects.get(code.code() as usize) {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
             state.event_count += slice.len() as u64;
             router.publish(item.session, item.seq, item.timestamp_ns, slice);
@@ -506,6 +616,12 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
             .consumers_cut_off
             .store(router.cut_off(), Ordering::Relaxed);
         events.clear();
+        books_dirty = true;
+        if committed.duration_since(books_published) >= state.config.book_stats_interval {
+            shared.stats.books.publish(&state.engine);
+            books_published = committed;
+            books_dirty = false;
+        }
 
         state.since_snapshot += batch_commands;
         if state.config.snapshot_every > 0 && state.since_snapshot >= state.config.snapshot_every {
