@@ -13,6 +13,7 @@
 pub mod book;
 pub mod codec;
 pub mod day;
+pub mod meters;
 pub mod reasons;
 pub mod regen;
 pub mod server;

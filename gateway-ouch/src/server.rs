@@ -250,7 +250,14 @@ struct UserState {
     /// reject) also sends them on it, under this lock, so a live message
     /// crosses no further thread.
     live: Option<LiveSink>,
+    /// Commands submitted and not yet answered: (tag, when the message
+    /// was read), oldest first, for the round-trip histogram.
+    pending: std::collections::VecDeque<(u64, Instant)>,
 }
+
+/// Most submitted commands whose answer time is awaited (older ones are
+/// forgotten, not measured).
+const MAX_PENDING_TIMES: usize = 4_096;
 
 /// The connection a caught-up writer hands to the storing threads.
 struct LiveSink {
@@ -318,6 +325,7 @@ struct Shared {
     clock_changed: Arc<Condvar>,
     /// Inline mode: the engine sessions to disconnect at shutdown.
     inline_sessions: Vec<brokerx_engine::pipeline::SessionId>,
+    meters: crate::meters::Meters,
 }
 
 /// What the day watcher (a broadcast engine session, so it sees every
@@ -667,6 +675,7 @@ impl OuchServer {
                     last_answered: mark.seq,
                     applied,
                     live: None,
+                    pending: std::collections::VecDeque::new(),
                 }),
                 changed: Condvar::new(),
                 connected: AtomicBool::new(false),
@@ -693,6 +702,7 @@ impl OuchServer {
             } else {
                 Vec::new()
             },
+            meters: crate::meters::Meters::new(),
         });
         {
             // History first, then what the watcher has seen live (after
@@ -855,6 +865,12 @@ fn store_all(shared: &Shared, user: &User, state: &mut UserState, messages: &[Ou
                 .stats
                 .sequenced_messages_stored
                 .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            for (message, bytes) in messages.iter().zip(&encoded) {
+                shared.meters.sent(bytes);
+                if let Outbound::Rejected { reason, .. } = message {
+                    shared.meters.rejected(*reason);
+                }
+            }
         }
         Err(error) => {
             shared.stats.store_failures.fetch_add(1, Ordering::Relaxed);
@@ -1022,6 +1038,12 @@ fn apply_outputs(shared: &Shared, user: &User, state: &mut UserState, outputs: &
         {
             state.mark.answered += 1;
             state.last_answered = output.seq;
+            let tag = event_tag(&output.event);
+            if let Some(at) = state.pending.iter().position(|(t, _)| *t == tag) {
+                if let Some((_, read_at)) = state.pending.remove(at) {
+                    shared.meters.surface.observe_latency(read_at.elapsed());
+                }
+            }
         }
     }
     let rejections = messages
@@ -1199,6 +1221,11 @@ fn write_fully(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> std::io
     Ok(())
 }
 
+/// A token as text for logs (trailing padding dropped).
+fn token_text(token: &[u8]) -> String {
+    String::from_utf8_lossy(token).trim_end().to_string()
+}
+
 fn count(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -1254,6 +1281,12 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
     });
     let Some(user) = user.cloned() else {
         count(&stats.logins_rejected_not_authorized);
+        shared.meters.surface.error("login_not_authorized");
+        tracing::warn!(
+            gateway = "ouch",
+            username = %String::from_utf8_lossy(alpha_trimmed(&username)),
+            "login rejected: not authorized"
+        );
         return send_packet(
             &mut writer,
             &Packet::LoginRejected(LoginRejectReason::NotAuthorized),
@@ -1267,6 +1300,12 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
             .is_err()
     {
         count(&stats.logins_rejected_session_unavailable);
+        shared.meters.surface.error("login_session_unavailable");
+        tracing::warn!(
+            gateway = "ouch",
+            session = %user.config.username,
+            "login rejected: session not available (already connected, or another day's session)"
+        );
         return send_packet(
             &mut writer,
             &Packet::LoginRejected(LoginRejectReason::SessionNotAvailable),
@@ -1358,6 +1397,15 @@ fn logged_in(
         },
     )?;
     count(&stats.logins_accepted);
+    shared.meters.surface.sessions.inc();
+    tracing::info!(
+        gateway = "ouch",
+        session = %user.config.username,
+        account = user.config.account.0,
+        day,
+        next_sequence,
+        "login accepted"
+    );
     let alive = Arc::new(AtomicBool::new(true));
     let writer_thread = {
         let shared = shared.clone();
@@ -1394,6 +1442,13 @@ fn logged_in(
     user.changed.notify_all();
     let _ = reader.stream.shutdown(Shutdown::Both);
     let day_closed = writer_thread.join().unwrap_or(false);
+    shared.meters.surface.sessions.dec();
+    tracing::info!(
+        gateway = "ouch",
+        session = %user.config.username,
+        day_closed,
+        "session ended"
+    );
     Ok(if day_closed {
         Session::DayClosed
     } else {
@@ -1404,6 +1459,11 @@ fn logged_in(
 /// One inbound OUCH message: validated, then submitted or refused.
 fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
     let stats = &shared.stats;
+    let read_at = Instant::now();
+    shared
+        .meters
+        .surface
+        .received(crate::meters::inbound_name(bytes.first()));
     let now = since_midnight_ns(wall_clock_ns());
     let mut state = user.lock();
     if state.today.number != day {
@@ -1419,8 +1479,16 @@ fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
     };
     let message = match Inbound::decode(bytes) {
         Ok(message) => message,
-        Err(_) => {
+        Err(error) => {
             count(&stats.malformed_messages);
+            tracing::info!(
+                gateway = "ouch",
+                session = %user.config.username,
+                token = %token_text(&token_hint(bytes)),
+                reason = "malformed",
+                error = %error,
+                "message rejected"
+            );
             let answer = rejected(token_hint(bytes), reject::MALFORMED);
             store_all(shared, user, &mut state, &[answer]);
             return;
@@ -1444,8 +1512,26 @@ fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
             }
             if user.submitter.submit(command).is_ok() {
                 count(&stats.commands_submitted);
+                if state.pending.len() >= MAX_PENDING_TIMES {
+                    state.pending.pop_front();
+                }
+                state.pending.push_back((tag, read_at));
+                tracing::debug!(
+                    gateway = "ouch",
+                    session = %user.config.username,
+                    token = %token_text(&token),
+                    tag,
+                    "command submitted"
+                );
             } else {
                 count(&stats.busy_rejections);
+                tracing::warn!(
+                    gateway = "ouch",
+                    session = %user.config.username,
+                    token = %token_text(&token),
+                    reason = "busy",
+                    "message rejected: engine queue full"
+                );
                 if let Err(error) = state.today.store.void_last_intent() {
                     count(&stats.store_failures);
                     state.failed = Some(error.to_string());
@@ -1464,6 +1550,13 @@ fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
             } else {
                 count(&stats.invalid_fields);
             }
+            tracing::info!(
+                gateway = "ouch",
+                session = %user.config.username,
+                token = %token_text(&token),
+                reason = crate::meters::reject_name(reason),
+                "message rejected"
+            );
             store_all(shared, user, &mut state, &[rejected(token, reason)]);
         }
         Step::Ignore => count(&stats.ignored_cancels),
@@ -1630,6 +1723,17 @@ fn write_loop(
             }
         }
         let written = write_fully(&mut stream, &frames, patience);
+        if written
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::TimedOut)
+        {
+            shared.meters.surface.slow_consumers.inc();
+            tracing::warn!(
+                gateway = "ouch",
+                session = %user.config.username,
+                "slow consumer disconnected: the client did not read its messages in time"
+            );
+        }
         if written.is_err() || end_of_session {
             let _ = stream.shutdown(Shutdown::Both);
             alive.store(false, Ordering::Release);
