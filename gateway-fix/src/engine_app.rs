@@ -94,9 +94,11 @@ impl PerSession {
             text.push('\n');
         }
         if let Err(e) = lock(&self.journal).write_all(text.as_bytes()) {
-            eprintln!(
-                "brokerx-gateway-fix: order journal of {:?}: {e}",
-                self.spec.id
+            tracing::error!(
+                gateway = "fix",
+                session = %format_args!("{}->{}", self.spec.id.target_comp_id, self.spec.id.sender_comp_id),
+                error = %e,
+                "order journal write failed"
             );
         }
     }
@@ -590,9 +592,12 @@ fn event_loop(
                     Err(TryRecvError::Disconnected) => {
                         alive[i] = false;
                         if let Some(reason) = handle.cut_reason() {
-                            eprintln!(
-                                "brokerx-gateway-fix: {:?} cut off by the engine: {reason}",
-                                session.spec.id
+                            crate::meters::surface().slow_consumers.inc();
+                            tracing::error!(
+                                gateway = "fix",
+                                session = %format_args!("{}->{}", session.spec.id.target_comp_id, session.spec.id.sender_comp_id),
+                                reason = %reason,
+                                "engine session cut off by the engine"
                             );
                         }
                         break;
@@ -619,8 +624,11 @@ fn event_loop(
                 Err(TryRecvError::Disconnected) => {
                     md_alive = false;
                     if let Some(reason) = feed.handle.cut_reason() {
-                        eprintln!(
-                            "brokerx-gateway-fix: market data cut off by the engine: {reason}"
+                        crate::meters::surface().slow_consumers.inc();
+                        tracing::error!(
+                            gateway = "fix",
+                            reason = %reason,
+                            "market data session cut off by the engine"
                         );
                     }
                 }

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod config;
 pub mod dictionary;
 pub mod engine_app;
+pub mod meters;
 pub mod orders;
 pub mod server;
 pub mod session;

@@ -75,9 +75,127 @@ struct Slot {
     /// The live connection (a clone of its socket), once claimed.
     writer: Option<TcpStream>,
     claimed: bool,
+    /// Order requests awaiting their first answer: (ClOrdID, when read),
+    /// oldest first, for the round-trip histogram.
+    pending: std::collections::VecDeque<(Vec<u8>, Instant)>,
+    /// Counted in the sessions gauge (and logged) as logged on.
+    counted_on: bool,
 }
 
+/// Most order requests whose answer time is awaited per session.
+const MAX_PENDING_TIMES: usize = 4_096;
+
 impl Slot {
+    /// Counts an outbound message; an execution report or cancel reject
+    /// answering a pending request closes its round trip.
+    fn count_sent(&mut self, bytes: &[u8]) {
+        crate::meters::sent(bytes);
+        let msg_type = crate::meters::field(bytes, b"35");
+        if msg_type == Some(b"8") || msg_type == Some(b"9") {
+            let rejected =
+                msg_type == Some(b"9") || crate::meters::field(bytes, b"150") == Some(b"8");
+            // Only refusals are logged at info; every report at debug.
+            if rejected || tracing::enabled!(tracing::Level::DEBUG) {
+                self.log_report(bytes, rejected);
+            }
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        if matches!(crate::meters::field(bytes, b"35"), Some(b"8" | b"9")) {
+            if let Some(id) = crate::meters::field(bytes, b"11") {
+                if let Some(at) = self.pending.iter().position(|(c, _)| c == id) {
+                    if let Some((_, read_at)) = self.pending.remove(at) {
+                        crate::meters::surface().observe_latency(read_at.elapsed());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One log line about an execution report or cancel reject, with its
+    /// correlation ids: session, ClOrdID, the engine's order id and the
+    /// engine sequence number (the ExecID of an engine-driven report is
+    /// `<seq>-<n>`).
+    fn log_report(&self, bytes: &[u8], rejected: bool) {
+        let text = |tag: &[u8]| {
+            String::from_utf8_lossy(crate::meters::field(bytes, tag).unwrap_or_default())
+                .into_owned()
+        };
+        let exec_id = text(b"17");
+        let seq = exec_id
+            .split_once('-')
+            .and_then(|(seq, _)| seq.parse::<u64>().ok());
+        let id = self.session.id();
+        let session = format!("{}->{}", id.target_comp_id, id.sender_comp_id);
+        let msg_type = text(b"35");
+        if rejected {
+            tracing::info!(
+                gateway = "fix",
+                session = %session,
+                cl_ord_id = %text(b"11"),
+                order_id = %text(b"37"),
+                seq,
+                msg_type = %msg_type,
+                reason = %text(b"58"),
+                "order request rejected"
+            );
+        } else {
+            tracing::debug!(
+                gateway = "fix",
+                session = %session,
+                cl_ord_id = %text(b"11"),
+                order_id = %text(b"37"),
+                seq,
+                exec_type = %text(b"150"),
+                "execution report"
+            );
+        }
+    }
+
+    /// Records a request read at `read_at` that awaits its answer.
+    fn await_answer(&mut self, frame: &[u8], read_at: Instant) {
+        if !crate::meters::is_order_request(crate::meters::field(frame, b"35")) {
+            return;
+        }
+        if let Some(id) = crate::meters::field(frame, b"11") {
+            if self.pending.len() >= MAX_PENDING_TIMES {
+                self.pending.pop_front();
+            }
+            self.pending.push_back((id.to_vec(), read_at));
+        }
+    }
+
+    /// Keeps the sessions gauge and the logon/logout log lines in step
+    /// with the session's state.
+    fn note_logon_state(&mut self) {
+        let on = self.session.is_logged_on();
+        if on == self.counted_on {
+            return;
+        }
+        self.counted_on = on;
+        let id = self.session.id();
+        let store = self.session.store();
+        if on {
+            crate::meters::surface().sessions.inc();
+            tracing::info!(
+                gateway = "fix",
+                session = %format_args!("{}->{}", id.target_comp_id, id.sender_comp_id),
+                next_sender_seq = store.next_sender(),
+                next_target_seq = store.next_target(),
+                "logon"
+            );
+        } else {
+            crate::meters::surface().sessions.dec();
+            self.pending.clear();
+            tracing::info!(
+                gateway = "fix",
+                session = %format_args!("{}->{}", id.target_comp_id, id.sender_comp_id),
+                "logout"
+            );
+        }
+    }
+
     /// Writes what the session produced. A write error (a peer that stopped
     /// reading past the write timeout) shuts the socket, which ends the
     /// connection thread.
@@ -89,6 +207,9 @@ impl Slot {
         }
         let mut wire = Vec::new();
         for a in actions.drain(..) {
+            if let Action::Send(bytes) = &a {
+                self.count_sent(bytes);
+            }
             match a {
                 Action::Send(bytes) if wire.is_empty() => wire = bytes,
                 Action::Send(bytes) => wire.extend_from_slice(&bytes),
@@ -96,10 +217,25 @@ impl Slot {
             }
         }
         actions.clear();
+        self.note_logon_state();
         if let Some(w) = &self.writer {
-            if !wire.is_empty() && (&*w).write_all(&wire).is_err() {
-                let _ = w.shutdown(Shutdown::Both);
-                self.writer = None;
+            if !wire.is_empty() {
+                if let Err(e) = (&*w).write_all(&wire) {
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        crate::meters::surface().slow_consumers.inc();
+                        let id = self.session.id();
+                        tracing::warn!(
+                            gateway = "fix",
+                            session = %format_args!("{}->{}", id.target_comp_id, id.sender_comp_id),
+                            "slow consumer disconnected: the peer did not read within the write timeout"
+                        );
+                    }
+                    let _ = w.shutdown(Shutdown::Both);
+                    self.writer = None;
+                }
             }
         }
     }
@@ -122,6 +258,8 @@ impl Sessions {
                 session: Session::new(cfg.clone(), store, now),
                 writer: None,
                 claimed: false,
+                pending: std::collections::VecDeque::new(),
+                counted_on: false,
             };
             if slots
                 .insert(cfg.id.clone(), Arc::new(Mutex::new(slot)))
@@ -309,7 +447,7 @@ impl FixServer {
                                 .spawn(move || {
                                     let _slot = ConnectionSlot(&s2.connections);
                                     if let Err(e) = connection(stream, &s2) {
-                                        eprintln!("brokerx-gateway-fix: connection error: {e}");
+                                        tracing::warn!(gateway = "fix", error = %e, "connection error");
                                     }
                                 });
                             if spawned.is_err() {
@@ -386,6 +524,7 @@ impl Drop for Claim<'_> {
         slot.session.on_disconnected(self.app);
         slot.writer = None;
         slot.claimed = false;
+        slot.note_logon_state();
     }
 }
 
@@ -442,6 +581,7 @@ fn connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
                 Frame::Incomplete => break,
                 Frame::Garbled { skip } => {
                     at += skip;
+                    crate::meters::surface().error("garbled");
                     let Some(c) = &claim else {
                         break 'conn Ok(false);
                     };
@@ -455,14 +595,30 @@ fn connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
                 Frame::Message { len } => {
                     let frame = &buf[at..at + len];
                     at += len;
+                    let read_at = Instant::now();
+                    crate::meters::received(frame);
                     if claim.is_none() {
                         let Some(new) = open_session(frame, &stream, shared) else {
+                            crate::meters::surface().error("logon_refused");
+                            let text = |tag: &[u8]| {
+                                String::from_utf8_lossy(
+                                    crate::meters::field(frame, tag).unwrap_or_default(),
+                                )
+                                .into_owned()
+                            };
+                            tracing::warn!(
+                                gateway = "fix",
+                                sender_comp_id = %text(b"49"),
+                                target_comp_id = %text(b"56"),
+                                "connection closed: unknown CompIDs, or the session is already connected"
+                            );
                             break 'conn Ok(false);
                         };
                         claim = Some(new);
                     }
                     if let Some(c) = &claim {
                         let mut slot = c.lock();
+                        slot.await_answer(frame, read_at);
                         slot.session.on_frame(frame, now_ms(), app, &mut actions);
                         slot.run(&mut actions);
                         if slot.session.is_closed() {

@@ -242,9 +242,11 @@ impl Session {
 
     fn io<T>(&mut self, r: std::io::Result<T>) {
         if let Err(e) = r {
-            eprintln!(
-                "brokerx-gateway-fix: store error for {:?}: {e}",
-                self.cfg.id
+            tracing::error!(
+                gateway = "fix",
+                session = %format_args!("{}->{}", self.cfg.id.target_comp_id, self.cfg.id.sender_comp_id),
+                error = %e,
+                "session store write failed"
             );
             self.store_failed = true;
         }
