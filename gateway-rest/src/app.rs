@@ -101,43 +101,44 @@ fn valid_request_id(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
-/// Log lines go through a bounded queue to one writer thread, so a slow
-/// or blocked stderr never stalls an executor thread. A full queue drops
-/// the line and counts it (the count is logged with the next line that
-/// gets through).
-pub fn log(fields: Value) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static QUEUE: OnceLock<crossbeam_channel::Sender<String>> = OnceLock::new();
-    static DROPPED: AtomicU64 = AtomicU64::new(0);
-    let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = crossbeam_channel::bounded::<String>(65_536);
-        let _ = std::thread::Builder::new()
-            .name("rest-log".into())
-            .spawn(move || {
-                use std::io::Write;
-                let stderr = std::io::stderr();
-                let mut out = std::io::BufWriter::new(stderr.lock());
-                while let Ok(line) = rx.recv() {
-                    let _ = writeln!(out, "{line}");
-                    while let Ok(line) = rx.try_recv() {
-                        let _ = writeln!(out, "{line}");
-                    }
-                    let _ = out.flush();
-                }
-            });
-        tx
-    });
-    let dropped = DROPPED.swap(0, Ordering::Relaxed);
-    let mut line = fields.to_string();
-    if dropped > 0 {
-        line.push_str(&format!(
-            "\n{{\"level\":\"warn\",\"msg\":\"log lines dropped\",\"count\":{dropped}}}"
-        ));
+/// The REST surface's Prometheus series.
+pub fn surface() -> &'static brokerx_metrics::Surface {
+    static SURFACE: std::sync::OnceLock<brokerx_metrics::Surface> = std::sync::OnceLock::new();
+    SURFACE.get_or_init(|| brokerx_metrics::Surface::new("rest"))
+}
+
+/// The route template a request matched (e.g. `/api/v1/orders/{id}`),
+/// carried on the response to the outer middleware for the metrics label.
+#[derive(Clone, Debug)]
+struct RouteLabel(String);
+
+/// Runs after routing (a route layer): records the matched route on the
+/// response, unless an inner router already did.
+async fn label_route(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        if response.extensions().get::<RouteLabel>().is_none() {
+            response.extensions_mut().insert(RouteLabel(route));
+        }
     }
-    if queue.try_send(line).is_err() {
-        DROPPED.fetch_add(1 + dropped, Ordering::Relaxed);
-    }
+    response
+}
+
+/// GET /metrics: the process's Prometheus metrics (the same text as the
+/// metrics port).
+async fn metrics_text() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            brokerx_metrics::CONTENT_TYPE,
+        )],
+        brokerx_metrics::render(),
+    )
+        .into_response()
 }
 
 async fn request_context(
@@ -221,16 +222,30 @@ async fn request_context(
         }
     }
     if status.is_client_error() || status.is_server_error() {
-        log(json!({
-            "level": if status.is_server_error() { "error" } else { "info" },
-            "msg": "request",
-            "request_id": id,
-            "method": method.as_str(),
-            "path": path,
-            "status": status.as_u16(),
-            "micros": started.elapsed().as_micros() as u64,
-        }));
+        let micros = started.elapsed().as_micros() as u64;
+        if status.is_server_error() {
+            tracing::error!(gateway = "rest", request_id = %id, method = %method, path = %path, status = status.as_u16(), micros, "request failed");
+        } else {
+            tracing::info!(gateway = "rest", request_id = %id, method = %method, path = %path, status = status.as_u16(), micros, "request refused");
+        }
     }
+    let route = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map_or("unmatched", |r| r.0.as_str());
+    let surface = surface();
+    surface.received(&format!("{} {route}", method.as_str()));
+    surface.sent(match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    });
+    if status.is_client_error() || status.is_server_error() {
+        surface.error(status.as_str());
+    }
+    surface.observe_latency(started.elapsed());
     response
 }
 
@@ -535,14 +550,17 @@ pub fn router(state: AppState) -> Router {
         .route("/portfolio", get(trading::portfolio))
         .route("/activities", get(trading::activities))
         .route("/ws", get(ws::api_ws))
-        .route("/openapi.json", get(openapi_json));
-    let v2 = crate::trading::alpaca_router();
+        .route("/openapi.json", get(openapi_json))
+        .route_layer(axum::middleware::from_fn(label_route));
+    let v2 = crate::trading::alpaca_router().route_layer(axum::middleware::from_fn(label_route));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/stream", get(ws::alpaca_stream))
+        .route_layer(axum::middleware::from_fn(label_route))
         .nest("/api/v1", api)
         .nest("/v2", v2)
-        .route("/stream", get(ws::alpaca_stream))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/api/v1/docs").url(
             "/api/v1/docs/openapi.json",
             <crate::openapi::ApiDoc as utoipa::OpenApi>::openapi(),

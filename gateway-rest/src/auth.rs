@@ -1,7 +1,7 @@
 //! UC-01 (register, verify, resend) and UC-02 (login, TOTP MFA, JWT with
 //! refresh and logout, lockout, API keys).
 
-use crate::app::{log, AppState, Auth, Claims, JsonBody};
+use crate::app::{AppState, Auth, Claims, JsonBody};
 use crate::crypto;
 use crate::error::{ApiError, ApiResult};
 use crate::time::now_secs;
@@ -231,7 +231,7 @@ pub async fn verify(State(state): State<AppState>, body: JsonBody) -> ApiResult<
             )
         })
         .await??;
-    log(json!({"level": "info", "msg": "client verified", "user_id": id, "account": account}));
+    tracing::info!(gateway = "rest", user_id = id, account, "client verified");
     Ok(Json(json!({"status": "verified", "account_id": account})))
 }
 
@@ -393,7 +393,11 @@ async fn record_failure(state: &AppState, user: &UserRow) -> ApiResult<()> {
         })
         .await??;
     if locked {
-        log(json!({"level": "warn", "msg": "account locked after failed logins", "user_id": id}));
+        tracing::warn!(
+            gateway = "rest",
+            user_id = id,
+            "account locked after failed logins"
+        );
     }
     Ok(())
 }

@@ -237,7 +237,7 @@ fn write_all(db: &Db, writes: Vec<Write>) {
                 ),
             };
             if let Err(e) = result {
-                eprintln!("{{\"level\":\"error\",\"msg\":\"read model write failed\",\"error\":\"{e}\"}}");
+                tracing::error!(gateway = "rest", error = %e, "read model write failed");
             }
         }
         let _ = tx.commit();
@@ -389,7 +389,8 @@ impl Consumer {
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                     let reason = self.handle.cut_reason().unwrap_or_default();
-                    eprintln!("{{\"level\":\"error\",\"msg\":\"rest bridge cut off by the engine\",\"reason\":{reason:?}}}");
+                    crate::app::surface().slow_consumers.inc();
+                    tracing::error!(gateway = "rest", reason = %reason, "rest bridge cut off by the engine");
                     self.bridge.live.store(false, Ordering::Release);
                     lock(&self.bridge.pending).clear();
                     break;
@@ -418,7 +419,7 @@ impl Consumer {
                             self.seeded_through = first - 1;
                         }
                         Err(e) => {
-                            eprintln!("{{\"level\":\"error\",\"msg\":\"rest read model gap fill failed\",\"error\":{e:?}}}");
+                            tracing::error!(gateway = "rest", error = ?e, "rest read model gap fill failed");
                         }
                     }
                 }

@@ -2,9 +2,8 @@
 //! development mailbox). With SMTP configured it is also sent over SMTP
 //! (lettre, on a blocking thread); otherwise a log line says where it is.
 
-use crate::app::{log, AppState};
+use crate::app::AppState;
 use crate::error::ApiResult;
-use serde_json::json;
 
 pub async fn send(state: &AppState, to: &str, subject: &str, body: &str) -> ApiResult<()> {
     let smtp = state.config.smtp.clone();
@@ -22,14 +21,14 @@ pub async fn send(state: &AppState, to: &str, subject: &str, body: &str) -> ApiR
         })
         .await??;
     match smtp {
-        None => log(json!({
-            "level": "info",
-            "msg": "mail stored in the development mailbox (no SMTP configured)",
-            "to": to,
-            "subject": subject,
-            "outbox_id": id,
-            "read_at": format!("/api/v1/dev/mailbox?email={to}"),
-        })),
+        None => tracing::info!(
+            gateway = "rest",
+            to,
+            subject,
+            outbox_id = id,
+            read_at = %format_args!("/api/v1/dev/mailbox?email={to}"),
+            "mail stored in the development mailbox (no SMTP configured)"
+        ),
         Some(smtp) => {
             let (to, subject, body) = (to.to_string(), subject.to_string(), body.to_string());
             let db = state.db.clone();
@@ -37,9 +36,7 @@ pub async fn send(state: &AppState, to: &str, subject: &str, body: &str) -> ApiR
                 let result = deliver(&smtp, &to, &subject, &body);
                 let error = result.err();
                 if let Some(error) = &error {
-                    log(
-                        json!({"level": "error", "msg": "SMTP delivery failed", "to": to, "error": error}),
-                    );
+                    tracing::error!(gateway = "rest", to = %to, error = %error, "SMTP delivery failed");
                 }
                 db.send(move |c| {
                     let _ = c.execute(

@@ -3,7 +3,7 @@
 //! build engine commands; what they return is read from the read model,
 //! which the bridge has updated before the reply arrives.
 
-use crate::app::{log, AppState, Auth, JsonBody, RequestId};
+use crate::app::{AppState, Auth, JsonBody, RequestId};
 use crate::crypto::{order_uuid, parse_order_uuid};
 use crate::error::{ApiError, ApiResult};
 use crate::money::{format_money, format_qty, format_signed, parse_money, parse_qty};
@@ -460,8 +460,14 @@ pub async fn place_order(
     };
     if let Some(code) = first_reject(&outputs) {
         release_cid(state);
-        log(
-            json!({"level": "info", "msg": "order rejected", "request_id": request_id, "tag": tag, "account": account, "reason": code.name()}),
+        tracing::info!(
+            gateway = "rest",
+            request_id = %request_id,
+            tag,
+            seq = outputs.first().map(|o| o.seq),
+            account,
+            reason = code.name(),
+            "order rejected"
         );
         return Err(reject_error(code));
     }
@@ -480,10 +486,16 @@ pub async fn place_order(
         release_cid(state);
         return Err(ApiError::internal("no acknowledgement from the engine"));
     };
-    log(json!({
-        "level": "info", "msg": "order accepted", "request_id": request_id, "tag": tag,
-        "seq": outputs[0].seq, "account": account, "order_id": order_uuid(order_id), "trades": trades,
-    }));
+    tracing::info!(
+        gateway = "rest",
+        request_id = %request_id,
+        tag,
+        seq = outputs[0].seq,
+        account,
+        order_id = %order_uuid(order_id),
+        trades = ?trades,
+        "order accepted"
+    );
     read(state)
         .orders
         .get(&order_id)
@@ -758,8 +770,13 @@ pub async fn replace_order(
     if let Some(code) = first_reject(&outputs) {
         return Err(reject_error(code));
     }
-    log(
-        json!({"level": "info", "msg": "order replaced", "request_id": request_id, "tag": tag, "order_id": order.uuid()}),
+    tracing::info!(
+        gateway = "rest",
+        request_id = %request_id,
+        tag,
+        seq = outputs.first().map(|o| o.seq),
+        order_id = %order.uuid(),
+        "order replaced"
     );
     read(state)
         .orders

@@ -3,7 +3,7 @@
 //! journaled engine command (`DepositCash` / `WithdrawCash`), so balances
 //! replay; the provider is asked first, so a failure creates no money.
 
-use crate::app::{log, AppState, Auth, JsonBody, RequestId};
+use crate::app::{AppState, Auth, JsonBody, RequestId};
 use crate::crypto;
 use crate::error::{ApiError, ApiResult};
 use crate::money::{format_money, parse_money};
@@ -282,9 +282,7 @@ async fn move_cash(
         tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
     }
     if let Some(failure) = provider_failure(amount) {
-        log(
-            json!({"level": "info", "msg": "payment provider refused", "request_id": request_id, "account": account, "code": failure.code}),
-        );
+        tracing::info!(gateway = "rest", request_id = %request_id, account, code = %failure.code, "payment provider refused");
         return Err(failure);
     }
     let tag = state.bridge.tag();
@@ -302,8 +300,14 @@ async fn move_cash(
         }
     };
     let outputs = state.bridge.request(command).await?;
-    log(
-        json!({"level": "info", "msg": what, "request_id": request_id, "tag": tag, "account": account, "seq": outputs.first().map(|o| o.seq)}),
+    tracing::info!(
+        gateway = "rest",
+        request_id = %request_id,
+        tag,
+        account,
+        seq = outputs.first().map(|o| o.seq),
+        kind = what,
+        "wallet movement"
     );
     for output in &outputs {
         match output.event {

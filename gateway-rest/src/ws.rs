@@ -176,8 +176,25 @@ impl Drop for AlpacaListener {
     }
 }
 
+/// Counts a connected WebSocket in the REST sessions gauge while it lives.
+struct Connected;
+
+impl Connected {
+    fn new() -> Connected {
+        crate::app::surface().sessions.inc();
+        Connected
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        crate::app::surface().sessions.dec();
+    }
+}
+
 async fn session(state: AppState, mut socket: WebSocket, pre_auth: Option<u32>, alpaca: bool) {
     let _listener = alpaca.then(|| AlpacaListener::new(&state));
+    let _connected = Connected::new();
     let mut account = pre_auth;
     let mut quotes = false;
     let mut trade_updates = false;

@@ -18,6 +18,8 @@ pub mod http;
 
 pub use engine::engine_source;
 pub use http::MetricsServer;
+/// Re-exported so gateways name the same types without their own dependency.
+pub use prometheus;
 
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
@@ -269,6 +271,13 @@ impl Surface {
 
     pub fn sent_counter(&self, kind: &str) -> IntCounter {
         global().gateways.sent.with_label_values(&[self.name, kind])
+    }
+
+    pub fn error_counter(&self, code: &str) -> IntCounter {
+        global()
+            .gateways
+            .errors
+            .with_label_values(&[self.name, code])
     }
 
     pub fn observe_latency(&self, elapsed: std::time::Duration) {
