@@ -166,6 +166,9 @@ impl Metrics {
                 Some(last) if last.name() == family.name() => {
                     let metrics = family.take_metric();
                     last.mut_metric().extend(metrics);
+                    if last.help().is_empty() {
+                        last.set_help(family.help().to_string());
+                    }
                 }
                 _ => merged.push(family),
             }

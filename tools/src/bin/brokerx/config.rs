@@ -123,6 +123,8 @@ pub struct Ports {
     pub itch: Option<u16>,
     pub mold: Option<u16>,
     pub test: Option<u16>,
+    /// Prometheus `GET /metrics` (plain HTTP).
+    pub metrics: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,12 +3,14 @@
 //! ```text
 //! brokerx serve [--config FILE] [--data-dir DIR] [--test-port N] [--durability fsync|none]
 //!               [--http-port N] [--fix-port N] [--ouch-port N] [--itch-port N] [--mold-port N]
+//!               [--metrics-port N]
 //! brokerx replay --data-dir DIR [--verify] [--from-snapshot]
 //! brokerx journal dump --data-dir DIR [--from SEQ] [--to SEQ]
 //! brokerx snapshot --data-dir DIR
 //! ```
 
 mod config;
+mod logging;
 mod offline;
 mod rest;
 mod serve;
@@ -76,7 +78,7 @@ impl Flags {
 const USAGE: &str = "usage:
   brokerx serve [--config FILE] [--data-dir DIR] [--test-port N] [--durability fsync|none]
                 [--wait spin|yield|park] [--http-port N] [--fix-port N] [--ouch-port N]
-                [--itch-port N] [--mold-port N]
+                [--itch-port N] [--mold-port N] [--metrics-port N]
   brokerx replay --data-dir DIR [--verify] [--from-snapshot]
   brokerx journal dump --data-dir DIR [--from SEQ] [--to SEQ]
   brokerx snapshot --data-dir DIR";
@@ -103,6 +105,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 "ouch-port",
                 "itch-port",
                 "mold-port",
+                "metrics-port",
             ])?;
             serve::serve(&flags)
         }

@@ -63,6 +63,7 @@ fn load_config(flags: &Flags) -> Result<Config, String> {
         ("ouch-port", "BROKERX_OUCH_PORT", &mut ports.ouch),
         ("itch-port", "BROKERX_ITCH_PORT", &mut ports.itch),
         ("mold-port", "BROKERX_MOLD_PORT", &mut ports.mold),
+        ("metrics-port", "BROKERX_METRICS_PORT", &mut ports.metrics),
     ] {
         let text = flags
             .value(flag)
@@ -136,6 +137,13 @@ fn serve_fix_profile(flags: &Flags, text: &str) -> Result<(), String> {
 }
 
 pub fn serve(flags: &Flags) -> Result<(), String> {
+    crate::logging::install()?;
+    let result = serve_logged(flags);
+    crate::logging::flush(Duration::from_secs(2));
+    result
+}
+
+fn serve_logged(flags: &Flags) -> Result<(), String> {
     if let Some(path) = flags
         .value("config")
         .map(str::to_string)
@@ -181,6 +189,21 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
         .map_err(|e| format!("recovery failed: {e}"))?;
     report_recovery(&pipeline);
     let pipeline = Arc::new(pipeline);
+    brokerx_metrics::engine_source(
+        pipeline.clone(),
+        config
+            .symbols
+            .iter()
+            .map(|s| (s.id, s.name.clone()))
+            .collect(),
+    );
+    brokerx_metrics::global().add_source("build", |out| {
+        out.push(brokerx_metrics::family::gauge(
+            "brokerx_build_info",
+            "Always 1; the version in a label",
+            &[(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+        ));
+    });
     // The feed connects before anything else submits, so it sees every
     // command (it replays the journal for what came before).
     let itch = if config.ports.itch.is_some() || config.ports.mold.is_some() {
@@ -190,7 +213,9 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
                     .into(),
             );
         }
-        Some(start_itch(&config, &pipeline, &bind_address(&config))?)
+        let publisher = Arc::new(start_itch(&config, &pipeline, &bind_address(&config))?);
+        itch_source(publisher.clone());
+        Some(publisher)
     } else {
         None
     };
@@ -238,6 +263,24 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
         Some(port) => Some(start_ouch(&config, &pipeline, &bind, port, durable)?),
         None => None,
     };
+    // Every surface's series exist from the start (zero until used).
+    for surface in ["fix", "ouch", "rest"] {
+        brokerx_metrics::Surface::new(surface);
+    }
+    let metrics = match config.ports.metrics {
+        Some(port) => {
+            let listener = TcpListener::bind((bind.as_str(), port))
+                .map_err(|e| format!("metrics port {bind}:{port}: {e}"))?;
+            let server = brokerx_metrics::MetricsServer::start(listener)
+                .map_err(|e| format!("metrics listener: {e}"))?;
+            println!(
+                "metrics port listening on {} (Prometheus text format at GET /metrics)",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        None => None,
+    };
     for account in &config.accounts {
         println!(
             "demo account {} ({}), funded by the config",
@@ -246,9 +289,19 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
     }
     println!("brokerx ready");
     let _ = std::io::stdout().flush();
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        seq = pipeline.recovered.last_seq,
+        durable,
+        "brokerx ready"
+    );
 
     while !stop.load(Ordering::Relaxed) && !pipeline.has_stopped() {
         std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::info!("brokerx stopping: draining, fsyncing and snapshotting");
+    if let Some(metrics) = &metrics {
+        metrics.shutdown();
     }
     if let Some(rest) = &rest {
         rest.shutdown();
@@ -272,6 +325,8 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
             Ok(())
         }
         Some(Err(error)) => {
+            tracing::error!(error = %error, "journal failure: stopping; nothing after it was acknowledged");
+            crate::logging::flush(Duration::from_secs(2));
             eprintln!("brokerx: FATAL: journal failure: {error}. Stopping; nothing after it was acknowledged.");
             std::process::exit(EXIT_JOURNAL_FAILED);
         }
@@ -475,6 +530,69 @@ fn start_fix(
         );
     }
     Ok((server, app))
+}
+
+/// The ITCH feed's golden signals, read from its counters at scrape time
+/// (the latency histogram is copied under the publisher's own lock, never
+/// the engine's).
+fn itch_source(publisher: Arc<brokerx_marketdata::ItchPublisher>) {
+    use brokerx_metrics::family;
+    brokerx_metrics::global().add_source("itch", move |out| {
+        let s = publisher.stats();
+        let gateway = ("gateway", "itch");
+        let typed = |kind| [gateway, ("type", kind)];
+        let coded = |code| [gateway, ("code", code)];
+        let (mold, soup, retrans) = (
+            typed("mold_packet"),
+            typed("soup_message"),
+            typed("mold_retransmission"),
+        );
+        out.push(family::counter(
+            "brokerx_gateway_messages_sent_total",
+            "",
+            &[
+                (&mold[..], s.packets as f64),
+                (&soup[..], s.soup_messages_sent as f64),
+                (&retrans[..], s.retransmit_messages as f64),
+            ],
+        ));
+        let (request, login) = (typed("retransmit_request"), typed("soup_login"));
+        out.push(family::counter(
+            "brokerx_gateway_messages_received_total",
+            "",
+            &[
+                (&request[..], s.retransmit_requests as f64),
+                (&login[..], s.soup_logins as f64),
+            ],
+        ));
+        let (send, ignored, rejected, closed) = (
+            coded("send_error"),
+            coded("retransmit_ignored"),
+            coded("login_rejected"),
+            coded("closed_before_login"),
+        );
+        out.push(family::counter(
+            "brokerx_gateway_errors_total",
+            "",
+            &[
+                (&send[..], s.send_errors as f64),
+                (&ignored[..], s.retransmit_ignored as f64),
+                (&rejected[..], s.soup_logins_rejected as f64),
+                (&closed[..], s.soup_closed_before_login as f64),
+            ],
+        ));
+        out.push(family::counter(
+            "brokerx_gateway_slow_consumer_disconnects_total",
+            "",
+            &[(&[gateway], s.soup_overrun as f64)],
+        ));
+        let histogram = publisher.latency_histogram();
+        out.push(family::histogram(
+            "brokerx_gateway_latency_seconds",
+            "",
+            vec![brokerx_metrics::engine::hdr_series(&[gateway], &histogram)],
+        ));
+    });
 }
 
 fn bind_address(config: &Config) -> String {
