@@ -15,6 +15,14 @@
 //!   journal's history is replayed at start), keeps L1/L2 books and sends
 //!   each subscriber its W or X messages after every batch.
 //!
+//! The engine never waits for a consumer: if this thread falls a whole
+//! outbound queue behind (overload), the engine cuts its subscription off.
+//! The thread then *re-attaches*: it subscribes again, learns the sequence
+//! number P from which the new subscription is fed, and rebuilds what it
+//! missed up to P from the journal (the reports a session had not received
+//! yet, the market data books), so no report is lost and the market data
+//! subscribers catch up with a diff.
+//!
 //! Lock order: a connection thread holds its session slot, then takes the
 //! order book or the market data lock. Event and market data threads take
 //! their lock, build the messages, release it, and only then send (which
@@ -23,7 +31,9 @@
 use crate::orders::{format_price, OrderBook, Step, SymbolInfo};
 use crate::server::{now_ms, Sessions};
 use crate::session::{Application, InboundMessage, OutboundMessage, SessionId};
-use brokerx_engine::pipeline::{replay_journal, Output, Pipeline, SessionHandle, Submitter};
+use brokerx_engine::pipeline::{
+    accounts_of, replay_journal, Output, Pipeline, SessionHandle, Submitter,
+};
 use brokerx_engine::state::StableHasher;
 use brokerx_engine::{AccountId, Command, Engine, EngineConfig, Event, Side, SymbolId};
 use brokerx_marketdata::{Level, MarketData};
@@ -70,6 +80,8 @@ pub struct EngineAppStats {
     pub reports: AtomicU64,
     pub md_messages: AtomicU64,
     pub business_rejects: AtomicU64,
+    /// Subscriptions the engine cut off and the event thread re-attached.
+    pub reattached: AtomicU64,
 }
 
 struct PerSession {
@@ -134,6 +146,8 @@ pub struct EngineApp {
     threads: Mutex<Vec<JoinHandle<()>>>,
     pipeline: Arc<Pipeline>,
     pub stats: Arc<EngineAppStats>,
+    /// Test hook: while set, the event thread reads no engine output.
+    paused: Arc<AtomicBool>,
 }
 
 impl EngineApp {
@@ -203,10 +217,19 @@ impl EngineApp {
             book: history,
             subs: Vec::new(),
         }));
+        let paused = Arc::new(AtomicBool::new(false));
         {
             let (sessions, stop, stats) = (sessions.clone(), stop.clone(), stats.clone());
             let drop_outputs = config.drop_outputs.clone();
             let pipeline2 = pipeline.clone();
+            let mut started = started;
+            let context = EventContext {
+                pipeline: pipeline.clone(),
+                data_dir: config.data_dir.clone(),
+                engine_config: config.engine_config,
+                paused: paused.clone(),
+                drop_outputs,
+            };
             let mut feed = MdFeed {
                 md: md.clone(),
                 handle: md_handle,
@@ -217,7 +240,7 @@ impl EngineApp {
                 std::thread::Builder::new()
                     .name("fix-events".into())
                     .spawn(move || {
-                        event_loop(&started, &mut feed, &sessions, &stop, &stats, drop_outputs);
+                        event_loop(&context, &mut started, &mut feed, &sessions, &stop, &stats);
                         pipeline2.disconnect(feed.handle.id);
                         for (_, handle) in &started {
                             pipeline2.disconnect(handle.id);
@@ -234,7 +257,16 @@ impl EngineApp {
             threads: Mutex::new(threads),
             pipeline,
             stats,
+            paused,
         }))
+    }
+
+    /// Test hook: while paused, the event thread reads no engine output, as
+    /// a thread starved of CPU under overload would not; the engine then
+    /// cuts its subscriptions off once their queues fill.
+    #[doc(hidden)]
+    pub fn pause_events(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
     }
 
     /// The session table this application sends through.
@@ -545,24 +577,53 @@ fn history(
 struct Cursor {
     seq: u64,
     exec_n: u32,
+    /// Outputs of `seq` received so far (a subscription can be cut off in
+    /// the middle of a command's outputs).
+    seen: u32,
+    /// Set once re-attached: the session's own commands' outputs then
+    /// arrive only where they name its account (their origin, the
+    /// session's submitter, has no subscription any more).
+    via_account: bool,
+}
+
+/// What the event thread needs besides its subscriptions.
+struct EventContext {
+    pipeline: Arc<Pipeline>,
+    data_dir: PathBuf,
+    engine_config: EngineConfig,
+    paused: Arc<AtomicBool>,
+    drop_outputs: Option<Arc<AtomicBool>>,
 }
 
 /// One thread for every session's engine outputs and for market data: it
 /// wakes once for an engine batch, however many sessions and subscribers it
 /// concerns.
 fn event_loop(
-    per: &[(Arc<PerSession>, SessionHandle)],
+    context: &EventContext,
+    per: &mut [(Arc<PerSession>, SessionHandle)],
     feed: &mut MdFeed,
     sessions: &Sessions,
     stop: &AtomicBool,
     stats: &EngineAppStats,
-    drop_outputs: Option<Arc<AtomicBool>>,
 ) {
-    let mut cursors: Vec<Cursor> = per.iter().map(|_| Cursor { seq: 0, exec_n: 0 }).collect();
+    let drop_outputs = &context.drop_outputs;
+    let mut cursors: Vec<Cursor> = per
+        .iter()
+        .map(|_| Cursor {
+            seq: 0,
+            exec_n: 0,
+            seen: 0,
+            via_account: false,
+        })
+        .collect();
     let mut alive: Vec<bool> = per.iter().map(|_| true).collect();
     let mut batch: Vec<Output> = Vec::with_capacity(256);
     let mut md_alive = true;
     while !stop.load(Ordering::Relaxed) && (md_alive || alive.iter().any(|a| *a)) {
+        if context.paused.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
         let mut select = Select::new();
         let mut index = Vec::new();
         for (i, (_, handle)) in per.iter().enumerate() {
@@ -579,6 +640,7 @@ fn event_loop(
             continue;
         }
         for i in index {
+            let mut cut = false;
             let (session, handle) = &per[i];
             loop {
                 match handle.receiver.try_recv() {
@@ -597,26 +659,43 @@ fn event_loop(
                                 gateway = "fix",
                                 session = %format_args!("{}->{}", session.spec.id.target_comp_id, session.spec.id.sender_comp_id),
                                 reason = %reason,
-                                "engine session cut off by the engine"
+                                "engine session cut off by the engine; re-attaching"
                             );
+                            cut = !stop.load(Ordering::Relaxed);
                         }
                         break;
                     }
                 }
             }
-            if batch.is_empty() {
-                continue;
+            if !batch.is_empty() {
+                if drop_outputs
+                    .as_ref()
+                    .is_some_and(|d| d.load(Ordering::Relaxed))
+                {
+                    batch.clear();
+                } else {
+                    serve(session, &mut batch, &mut cursors[i], sessions, stats);
+                }
             }
-            if drop_outputs
-                .as_ref()
-                .is_some_and(|d| d.load(Ordering::Relaxed))
-            {
-                batch.clear();
-                continue;
+            if cut {
+                // Everything the old subscription delivered is served.
+                match reattach_session(context, session, &mut cursors[i], sessions, stats) {
+                    Ok(handle) => {
+                        per[i].1 = handle;
+                        alive[i] = true;
+                        stats.reattached.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::error!(
+                        gateway = "fix",
+                        session = %format_args!("{}->{}", session.spec.id.target_comp_id, session.spec.id.sender_comp_id),
+                        error = %e,
+                        "could not re-attach the engine session; its reports resume after a restart"
+                    ),
+                }
             }
-            serve(session, &mut batch, &mut cursors[i], sessions, stats);
         }
         // Market data after the reports of the same batch.
+        let mut md_cut = false;
         while md_alive && batch.len() < 8192 {
             match feed.handle.receiver.try_recv() {
                 Ok(o) => batch.push(o),
@@ -628,15 +707,199 @@ fn event_loop(
                         tracing::error!(
                             gateway = "fix",
                             reason = %reason,
-                            "market data session cut off by the engine"
+                            "market data session cut off by the engine; re-attaching"
                         );
+                        md_cut = !stop.load(Ordering::Relaxed);
                     }
                 }
             }
         }
         if !batch.is_empty() {
-            md_step(feed, &mut batch, sessions, stats);
+            md_step(feed, &mut batch, sessions, stats, false);
         }
+        if md_cut {
+            match reattach_market_data(context, feed) {
+                Ok(()) => {
+                    md_alive = true;
+                    stats.reattached.fetch_add(1, Ordering::Relaxed);
+                    // Every subscriber gets the difference to the rebuilt books.
+                    md_step(feed, &mut batch, sessions, stats, true);
+                }
+                Err(e) => tracing::error!(
+                    gateway = "fix",
+                    error = %e,
+                    "could not re-attach market data; it resumes after a restart"
+                ),
+            }
+        }
+    }
+}
+
+/// Subscribes again and waits until the journal holds every command before
+/// the new subscription's first: returns that last command's sequence number.
+fn subscribe_again(
+    context: &EventContext,
+    accounts: &[AccountId],
+    everything: bool,
+) -> Result<(SessionHandle, u64), String> {
+    // The new submitter is not used: commands keep going through the
+    // session's own submitter, and its outputs reach the new subscription
+    // through the account (ownership comes from the ClOrdID tag, see
+    // `owns_output`).
+    let (_, handle) = context.pipeline.connect(accounts, everything);
+    let until = handle
+        .registered_after(Duration::from_secs(10))
+        .ok_or("the engine did not register the new subscription (stopped?)")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while context.pipeline.stats().durable_seq.load(Ordering::Acquire) < until {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("the journal did not reach sequence {until}"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok((handle, until))
+}
+
+/// Re-attaches a session the engine cut off: a new subscription, and the
+/// outputs between what the old one delivered and what the new one starts
+/// with, from the journal, turned into reports as if they had arrived live.
+fn reattach_session(
+    context: &EventContext,
+    session: &PerSession,
+    cursor: &mut Cursor,
+    sessions: &Sessions,
+    stats: &EngineAppStats,
+) -> Result<SessionHandle, String> {
+    let account = session.spec.account;
+    let (handle, until) = subscribe_again(context, &[account], false)?;
+    let mut engine = Engine::new(context.engine_config);
+    let (mut hasher, mut count) = (StableHasher::default(), 0);
+    let mut replies = Vec::new();
+    let mut journal = Vec::new();
+    {
+        let mut book = lock(&session.book);
+        let folded = book.last_seq();
+        replay_journal(
+            &context.data_dir,
+            &mut engine,
+            &mut hasher,
+            &mut count,
+            Some(until),
+            |command, events| {
+                let partial = command.seq == cursor.seq && cursor.seq != 0;
+                if command.seq <= folded && !partial {
+                    return;
+                }
+                let (origin, tag) = match command.command {
+                    Command::NewOrder { account, tag, .. }
+                    | Command::Cancel { account, tag, .. }
+                    | Command::Replace { account, tag, .. }
+                    | Command::MassCancelAccount { account, tag, .. } => (Some(account), tag),
+                    _ => (None, 0),
+                };
+                let own = origin == Some(account) && book.owns_tag(tag);
+                if !partial {
+                    cursor.seq = command.seq;
+                    cursor.exec_n = 0;
+                    cursor.seen = 0;
+                }
+                // The outputs the engine routes to this session, in order:
+                // all of its own commands', and those naming its account.
+                let all = own && !cursor.via_account;
+                let mut routed = 0;
+                for (k, event) in events.iter().enumerate() {
+                    if !all && !accounts_of(event).contains(&Some(account)) {
+                        continue;
+                    }
+                    routed += 1;
+                    if partial && routed <= cursor.seen {
+                        continue; // delivered before the cut
+                    }
+                    cursor.seen += 1;
+                    let out = Output {
+                        seq: command.seq,
+                        timestamp_ns: command.timestamp_ns,
+                        event: *event,
+                        own,
+                        last: k + 1 == events.len(),
+                    };
+                    let step = book.on_output(&out, &mut cursor.exec_n);
+                    replies.extend(step.replies);
+                    journal.extend(step.journal);
+                }
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        journal.push(format!("S {}", book.last_seq()));
+    }
+    cursor.via_account = true;
+    session.write_journal(&journal);
+    if !replies.is_empty() {
+        stats
+            .reports
+            .fetch_add(replies.len() as u64, Ordering::Relaxed);
+        sessions.send(&session.spec.id, replies);
+    }
+    tracing::warn!(
+        gateway = "fix",
+        session = %format_args!("{}->{}", session.spec.id.target_comp_id, session.spec.id.sender_comp_id),
+        seq = until,
+        "engine session re-attached; reports up to seq caught up from the journal"
+    );
+    Ok(handle)
+}
+
+/// Re-attaches the market data feed: a new broadcast subscription, and the
+/// books rebuilt from the journal up to where it starts.
+fn reattach_market_data(context: &EventContext, feed: &mut MdFeed) -> Result<(), String> {
+    let (handle, until) = subscribe_again(context, &[], true)?;
+    let mut engine = Engine::new(context.engine_config);
+    let (mut hasher, mut count) = (StableHasher::default(), 0);
+    let mut book = MarketData::new();
+    replay_journal(
+        &context.data_dir,
+        &mut engine,
+        &mut hasher,
+        &mut count,
+        Some(until),
+        |_, events| book.apply_all(events),
+    )
+    .map_err(|e| e.to_string())?;
+    lock(&feed.md).book = book;
+    feed.handle = handle;
+    feed.history_until = until;
+    tracing::warn!(
+        gateway = "fix",
+        seq = until,
+        "market data re-attached; books rebuilt from the journal"
+    );
+    Ok(())
+}
+
+/// Whether an output is the answer to one of this session's own requests,
+/// known from the request's tag: outputs of commands sent through the
+/// session's submitter reach a re-attached subscription as the account's
+/// outputs, not as its own.
+fn owns_output(book: &OrderBook, account: AccountId, event: &Event) -> bool {
+    match *event {
+        Event::OrderAccepted {
+            account: a, tag, ..
+        }
+        | Event::Rejected {
+            account: a, tag, ..
+        }
+        | Event::OrderReplaced {
+            account: a, tag, ..
+        }
+        | Event::OrderCancelled {
+            account: a, tag, ..
+        } => a == account && book.owns_tag(tag),
+        Event::MassCancelled {
+            account: Some(a),
+            tag,
+            ..
+        } => a == account && book.owns_tag(tag),
+        _ => false,
     }
 }
 
@@ -652,13 +915,18 @@ fn serve(
     let mut journal = Vec::new();
     {
         let mut book = lock(&session.book);
-        for out in batch.drain(..) {
+        for mut out in batch.drain(..) {
             if out.seq <= book.last_seq() && out.seq != cursor.seq {
                 continue; // folded in at start-up
             }
             if out.seq != cursor.seq {
                 cursor.seq = out.seq;
                 cursor.exec_n = 0;
+                cursor.seen = 0;
+            }
+            cursor.seen += 1;
+            if !out.own {
+                out.own = owns_output(&book, session.spec.account, &out.event);
             }
             let step = book.on_output(&out, &mut cursor.exec_n);
             replies.extend(step.replies);
@@ -773,7 +1041,15 @@ struct MdFeed {
 
 /// Applies one batch of broadcast outputs to the books and sends every
 /// subscriber its W or X messages.
-fn md_step(feed: &MdFeed, batch: &mut Vec<Output>, sessions: &Sessions, stats: &EngineAppStats) {
+/// With `everything`, every subscriber is brought up to date with the
+/// books, whatever the batch touched (after the books were rebuilt).
+fn md_step(
+    feed: &MdFeed,
+    batch: &mut Vec<Output>,
+    sessions: &Sessions,
+    stats: &EngineAppStats,
+    everything: bool,
+) {
     let (md, history_until, symbols) = (&*feed.md, feed.history_until, &feed.symbols[..]);
     {
         let mut touched = BTreeSet::new();
@@ -802,6 +1078,9 @@ fn md_step(feed: &MdFeed, batch: &mut Vec<Output>, sessions: &Sessions, stats: &
             }
             if state.subs.is_empty() {
                 return;
+            }
+            if everything {
+                touched.extend(state.subs.iter().map(|s| s.symbol));
             }
             let MdState { book, subs, .. } = &mut *state;
             for sub in subs.iter_mut() {

@@ -5,11 +5,11 @@
 //! a reconnect with a resend of what was missed, cancel-on-disconnect and a
 //! restart of the whole stack in the middle of a session.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,16 +58,18 @@ fn start(dir: &Path) -> Stack {
 }
 
 fn start_cfg(dir: &Path, tweak: impl FnOnce(&mut FixConfig)) -> Stack {
-    start_full(dir, tweak, None)
+    start_full(dir, tweak, None, 1 << 16)
 }
 
 fn start_full(
     dir: &Path,
     tweak: impl FnOnce(&mut FixConfig),
     drop_outputs: Option<Arc<AtomicBool>>,
+    outbound_capacity: usize,
 ) -> Stack {
     let mut pc = PipelineConfig::new(dir.join("data"));
     pc.durable = false;
+    pc.outbound_capacity = outbound_capacity;
     let pipeline = Arc::new(Pipeline::start(pc, EngineConfig::default()).expect("pipeline"));
     let mut fix = FixConfig::conformance(Some(dir.join("fix")));
     fix.sessions.clear();
@@ -840,7 +842,7 @@ fn reports_lost_in_a_crash_are_rebuilt_from_the_journal() {
         // The gateway "dies" between the engine's commit and its reports:
         // its event threads drop every output from here on.
         let frozen = Arc::new(AtomicBool::new(false));
-        let stack = start_full(&dir, |_| {}, Some(frozen.clone()));
+        let stack = start_full(&dir, |_| {}, Some(frozen.clone()), 1 << 16);
         let mut alice = Client::connect(stack.addr, "ALICE");
         alice.logon("alice-pw");
         let mut bob = Client::connect(stack.addr, "BOB");
@@ -1080,4 +1082,163 @@ fn a_second_logon_for_a_connected_session_is_refused() {
     alice.order("S1", "1", "1", "190", "0");
     let m = alice.next_app();
     assert_fields(&m, &[(150, "0"), (11, "S1"), (34, "2")]);
+}
+
+/// Waits until the engine has sequenced `n` commands after the bootstrap.
+fn wait_for_commands(stack: &Stack, from: u64, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stack.pipeline.stats().durable_seq.load(Ordering::Acquire) < from + n {
+        assert!(
+            Instant::now() < deadline,
+            "the engine did not sequence {n} commands"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn subscriptions_cut_off_by_the_engine_are_reattached_without_losing_a_report() {
+    let dir = tmpdir("cutoff");
+    // A 16-output queue per subscription: a stalled event thread is cut off
+    // after a few orders.
+    let stack = start_full(&dir, |_| {}, None, 16);
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.logon("alice-pw");
+    let mut bob = Client::connect(stack.addr, "BOB");
+    bob.logon("bob-pw");
+    bob.send(
+        "V",
+        &[
+            (262, "M1"),
+            (263, "1"),
+            (264, "0"),
+            (265, "1"),
+            (267, "2"),
+            (269, "0"),
+            (269, "1"),
+            (146, "1"),
+            (55, "AAPL"),
+        ],
+    );
+    assert_fields(&bob.next_app(), &[(35, "W"), (262, "M1"), (268, "0")]);
+
+    // The event thread stalls (as one starved of CPU would) while Alice
+    // rests 30 buys and Bob sells 5 into them: far more outputs than the
+    // queues hold, so the engine cuts the sessions and the feed off.
+    let base = stack.pipeline.stats().durable_seq.load(Ordering::Acquire);
+    stack.app.pause_events(true);
+    for n in 0..30 {
+        alice.order(&format!("A{n}"), "1", "1", "189", "1");
+    }
+    wait_for_commands(&stack, base, 30);
+    bob.order("B1", "2", "5", "189", "3");
+    wait_for_commands(&stack, base, 31);
+    assert!(
+        stack
+            .pipeline
+            .stats()
+            .consumers_cut_off
+            .load(Ordering::Relaxed)
+            >= 2
+    );
+    assert_eq!(stack.app.stats.reattached.load(Ordering::Relaxed), 0);
+    stack.app.pause_events(false);
+
+    // Every report arrives once, in order: 30 new, then A0..A4 filled.
+    let mut exec_ids = BTreeSet::new();
+    for n in 0..30 {
+        let m = alice.next_app();
+        assert_fields(
+            &m,
+            &[(35, "8"), (150, "0"), (39, "0"), (11, &format!("A{n}"))],
+        );
+        assert!(exec_ids.insert(m[&17].clone()), "duplicate ExecID {m:?}");
+    }
+    for n in 0..5 {
+        let m = alice.next_app();
+        assert_fields(
+            &m,
+            &[
+                (35, "8"),
+                (150, "F"),
+                (39, "2"),
+                (11, &format!("A{n}")),
+                (32, "1"),
+                (14, "1"),
+                (151, "0"),
+            ],
+        );
+        assert!(exec_ids.insert(m[&17].clone()), "duplicate ExecID {m:?}");
+    }
+    // Bob: the IOC's new, then its fills, to 5 filled; and, interleaved,
+    // market data that ends at the book as it is: 25 left at 189 (the
+    // feed may have sent a few updates before the stall took hold).
+    let mut filled = 0;
+    let mut saw_new = false;
+    let mut level_189 = (String::new(), String::new());
+    while filled < 5 || level_189 != ("25".to_string(), "25".to_string()) {
+        let m = bob.next_app();
+        match m[&35].as_str() {
+            "8" => {
+                assert_fields(&m, &[(11, "B1")]);
+                if m[&150] == "0" {
+                    assert!(!saw_new && filled == 0, "{m:?}");
+                    saw_new = true;
+                } else {
+                    assert_fields(&m, &[(150, "F")]);
+                    assert!(saw_new);
+                    filled = m[&14].parse().unwrap();
+                }
+            }
+            "X" => {
+                assert_fields(&m, &[(262, "M1"), (269, "0"), (270, "189")]);
+                level_189 = (m[&271].clone(), m[&346].clone());
+            }
+            other => panic!("unexpected {other}: {m:?}"),
+        }
+    }
+    let reattached = stack.app.stats.reattached.load(Ordering::Relaxed);
+    assert!(reattached >= 2, "re-attached {reattached}");
+
+    // Live again: a new order, a cancel (answers to Alice's own requests
+    // now reach her through her account) and the feed.
+    alice.order("A30", "1", "2", "188", "1");
+    assert_fields(&alice.next_app(), &[(35, "8"), (150, "0"), (11, "A30")]);
+    assert_fields(
+        &bob.next_app(),
+        &[(35, "X"), (279, "0"), (270, "188"), (271, "2")],
+    );
+    let now = format_utc_timestamp(now_ms());
+    alice.send(
+        "F",
+        &[
+            (11, "C1"),
+            (41, "A5"),
+            (55, "AAPL"),
+            (54, "1"),
+            (60, &now),
+            (38, "1"),
+        ],
+    );
+    assert_fields(
+        &alice.next_app(),
+        &[(35, "8"), (150, "4"), (39, "4"), (11, "C1"), (41, "A5")],
+    );
+    assert_fields(
+        &bob.next_app(),
+        &[(35, "X"), (279, "1"), (270, "189"), (271, "24")],
+    );
+    // Nothing is sent twice.
+    alice
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut chunk = [0u8; 4096];
+    match alice.stream.read(&mut chunk) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => {
+            let extra = decode(&chunk[..n]);
+            assert!(extra[&35] == "0", "unexpected message {extra:?}");
+        }
+    }
 }
