@@ -32,7 +32,7 @@ use crate::orders::{format_price, OrderBook, Step, SymbolInfo};
 use crate::server::{now_ms, Sessions};
 use crate::session::{Application, InboundMessage, OutboundMessage, SessionId};
 use brokerx_engine::pipeline::{
-    accounts_of, replay_journal, Output, Pipeline, SessionHandle, Submitter,
+    accounts_of, load_snapshot, replay_journal, Output, Pipeline, SessionHandle, Submitter,
 };
 use brokerx_engine::state::StableHasher;
 use brokerx_engine::{AccountId, Command, Engine, EngineConfig, Event, Side, SymbolId};
@@ -772,13 +772,25 @@ fn reattach_session(
 ) -> Result<SessionHandle, String> {
     let account = session.spec.account;
     let (handle, until) = subscribe_again(context, &[account], false)?;
-    let mut engine = Engine::new(context.engine_config);
-    let (mut hasher, mut count) = (StableHasher::default(), 0);
     let mut replies = Vec::new();
     let mut journal = Vec::new();
     {
         let mut book = lock(&session.book);
         let folded = book.last_seq();
+        // Replay from the newest snapshot before the first command needed,
+        // or from the start.
+        let first_needed = if cursor.seq != 0 {
+            cursor.seq
+        } else {
+            folded + 1
+        };
+        let (mut engine, mut hasher) = match load_snapshot(&context.data_dir) {
+            Ok(Some((header, engine, _))) if header.seq < first_needed => {
+                (engine, header.event_hasher)
+            }
+            _ => (Engine::new(context.engine_config), StableHasher::default()),
+        };
+        let mut count = 0;
         replay_journal(
             &context.data_dir,
             &mut engine,

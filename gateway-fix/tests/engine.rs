@@ -58,18 +58,18 @@ fn start(dir: &Path) -> Stack {
 }
 
 fn start_cfg(dir: &Path, tweak: impl FnOnce(&mut FixConfig)) -> Stack {
-    start_full(dir, tweak, None, 1 << 16)
+    start_full(dir, tweak, None, |_| {})
 }
 
 fn start_full(
     dir: &Path,
     tweak: impl FnOnce(&mut FixConfig),
     drop_outputs: Option<Arc<AtomicBool>>,
-    outbound_capacity: usize,
+    pipeline_tweak: impl FnOnce(&mut PipelineConfig),
 ) -> Stack {
     let mut pc = PipelineConfig::new(dir.join("data"));
     pc.durable = false;
-    pc.outbound_capacity = outbound_capacity;
+    pipeline_tweak(&mut pc);
     let pipeline = Arc::new(Pipeline::start(pc, EngineConfig::default()).expect("pipeline"));
     let mut fix = FixConfig::conformance(Some(dir.join("fix")));
     fix.sessions.clear();
@@ -842,7 +842,7 @@ fn reports_lost_in_a_crash_are_rebuilt_from_the_journal() {
         // The gateway "dies" between the engine's commit and its reports:
         // its event threads drop every output from here on.
         let frozen = Arc::new(AtomicBool::new(false));
-        let stack = start_full(&dir, |_| {}, Some(frozen.clone()), 1 << 16);
+        let stack = start_full(&dir, |_| {}, Some(frozen.clone()), |_| {});
         let mut alice = Client::connect(stack.addr, "ALICE");
         alice.logon("alice-pw");
         let mut bob = Client::connect(stack.addr, "BOB");
@@ -1100,8 +1100,17 @@ fn wait_for_commands(stack: &Stack, from: u64, n: u64) {
 fn subscriptions_cut_off_by_the_engine_are_reattached_without_losing_a_report() {
     let dir = tmpdir("cutoff");
     // A 16-output queue per subscription: a stalled event thread is cut off
-    // after a few orders.
-    let stack = start_full(&dir, |_| {}, None, 16);
+    // after a few orders. A snapshot every 7 commands: a re-attached session
+    // replays from one.
+    let stack = start_full(
+        &dir,
+        |_| {},
+        None,
+        |pc| {
+            pc.outbound_capacity = 16;
+            pc.snapshot_every = 7;
+        },
+    );
     let mut alice = Client::connect(stack.addr, "ALICE");
     alice.logon("alice-pw");
     let mut bob = Client::connect(stack.addr, "BOB");
