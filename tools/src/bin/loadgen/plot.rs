@@ -77,7 +77,17 @@ pub fn draw(
         .y_label_formatter(&|y| micros(*y))
         .draw()
         .map_err(|e| failed(&e))?;
-    for (n, ((label, _), line)) in series.iter().zip(points).enumerate() {
+    // A surface and its baseline share a colour; the baseline is dashed.
+    let mut keys: Vec<String> = Vec::new();
+    for ((label, _), line) in series.iter().zip(points) {
+        let key = label
+            .trim_start_matches("echo-")
+            .trim_start_matches("health-")
+            .to_string();
+        let n = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+            keys.push(key);
+            keys.len() - 1
+        });
         let colour = COLOURS[n % COLOURS.len()];
         let dashed = label.starts_with("echo") || label.contains("health");
         let style = colour.stroke_width(if dashed { 1 } else { 2 });
