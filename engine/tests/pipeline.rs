@@ -254,6 +254,68 @@ fn a_slow_consumer_is_cut_off_with_a_reason() {
 }
 
 #[test]
+fn a_session_cut_off_and_reconnected_gets_its_own_outputs_again_and_the_gap_from_the_journal() {
+    let dir = temp_dir("reconnect");
+    let mut cfg = config(&dir);
+    cfg.outbound_capacity = 32;
+    let pipeline = Pipeline::start(cfg, EngineConfig::default()).unwrap();
+    drive_paced(&pipeline, &setup_commands());
+    let (submitter, handle) = pipeline.connect(&[], true);
+    let first = handle.registered_after(Duration::from_secs(5)).unwrap() + 1;
+    // Nobody reads: the session is cut off after 32 outputs.
+    let commands = workload(5, 100);
+    for command in &commands {
+        while submitter.submit(*command).is_err() {
+            std::thread::yield_now();
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pipeline.stats().durable_seq.load(Ordering::Acquire) < first + 99 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(handle.cut_reason().unwrap().contains("too slow"));
+    let held: Vec<_> = handle.receiver.try_iter().collect();
+    assert_eq!(held.len(), 32);
+
+    let again = pipeline.reconnect(handle.id, &[], true);
+    let published = again.registered_after(Duration::from_secs(5)).unwrap();
+    assert!(published >= first + 99);
+    // The journal has every command up to the registration.
+    let mut engine = brokerx_engine::Engine::new(EngineConfig::default());
+    let mut hasher = StableHasher::default();
+    let mut count = 0;
+    let mut seqs = Vec::new();
+    replay_journal(
+        &dir,
+        &mut engine,
+        &mut hasher,
+        &mut count,
+        Some(published),
+        |command, _| seqs.push(command.seq),
+    )
+    .unwrap();
+    assert_eq!(seqs.last(), Some(&published));
+    // Live again, under the same id: its own command's outputs are own and
+    // end with `last`.
+    submitter.submit(workload(6, 1)[0]).unwrap();
+    let mut outputs = Vec::new();
+    loop {
+        let o = again.receiver.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(o.seq > published);
+        outputs.push(o);
+        if o.last {
+            break;
+        }
+    }
+    assert!(outputs.iter().all(|o| o.own));
+    assert_eq!(
+        pipeline.stats().consumers_cut_off.load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
 fn fills_reach_the_resting_order_owner_subscribed_to_its_account() {
     let dir = temp_dir("routing");
     let pipeline = Pipeline::start(config(&dir), EngineConfig::default()).unwrap();

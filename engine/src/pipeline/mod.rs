@@ -411,6 +411,28 @@ impl Pipeline {
         (submitter, handle)
     }
 
+    /// Subscribes `session` again after the engine cut it off: the same
+    /// id, so outputs of its submitter's commands are its own again, and a
+    /// new queue. Outputs published before the registration are not
+    /// delivered; a consumer that must see every command reads those from
+    /// the journal, up to the handle's `registered_after`.
+    pub fn reconnect(
+        &self,
+        session: SessionId,
+        accounts: &[brokerx_risk::AccountId],
+        everything: bool,
+    ) -> SessionHandle {
+        let (subscription, handle) = routing::subscription(
+            session,
+            accounts,
+            everything,
+            self.shared.outbound_capacity,
+            None,
+        );
+        self.control(Control::Register(subscription));
+        handle
+    }
+
     pub fn disconnect(&self, session: SessionId) {
         self.control(Control::Unregister(session));
     }

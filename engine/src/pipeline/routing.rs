@@ -159,6 +159,8 @@ impl Router {
     /// published (the session gets those of later commands only).
     pub(crate) fn register(&mut self, subscription: Subscription, published: u64) {
         let id = subscription.id;
+        // A session subscribed again replaces its old subscription.
+        self.unregister(id);
         subscription
             .registered
             .store(published + 1, Ordering::Release);
