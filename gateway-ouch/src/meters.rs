@@ -20,12 +20,7 @@ const OUTBOUND: &[(u8, &str)] = &[
 /// The name of an inbound message type (unknown types are "unknown", so a
 /// client cannot create series at will).
 pub fn inbound_name(kind: Option<&u8>) -> &'static str {
-    match kind {
-        Some(b'O') => "enter_order",
-        Some(b'U') => "replace_order",
-        Some(b'X') => "cancel_order",
-        _ => "unknown",
-    }
+    INBOUND[inbound_index(kind)]
 }
 
 /// A Rejected reason's name, for the `code` label and logs.
@@ -74,8 +69,21 @@ const REASONS: &[u8] = &[
     reject::BUSY,
 ];
 
+/// Inbound type names, in [`inbound_index`] order.
+const INBOUND: &[&str] = &["enter_order", "replace_order", "cancel_order", "unknown"];
+
+fn inbound_index(kind: Option<&u8>) -> usize {
+    match kind {
+        Some(b'O') => 0,
+        Some(b'U') => 1,
+        Some(b'X') => 2,
+        _ => 3,
+    }
+}
+
 pub(crate) struct Meters {
     pub surface: Surface,
+    received: Vec<IntCounter>,
     sent: Vec<(u8, IntCounter)>,
     sent_other: IntCounter,
     rejects: Vec<(u8, IntCounter)>,
@@ -85,6 +93,10 @@ impl Meters {
     pub fn new() -> Meters {
         let surface = Surface::new("ouch");
         Meters {
+            received: INBOUND
+                .iter()
+                .map(|name| surface.received_counter(name))
+                .collect(),
             sent: OUTBOUND
                 .iter()
                 .map(|&(kind, name)| (kind, surface.sent_counter(name)))
@@ -96,6 +108,11 @@ impl Meters {
                 .collect(),
             surface,
         }
+    }
+
+    /// One inbound message (its first byte is the type).
+    pub fn received(&self, message: &[u8]) {
+        self.received[inbound_index(message.first())].inc();
     }
 
     /// One outbound message (its encoding starts with the type byte).

@@ -1460,10 +1460,7 @@ fn logged_in(
 fn on_message(shared: &Shared, user: &User, day: u64, bytes: &[u8]) {
     let stats = &shared.stats;
     let read_at = Instant::now();
-    shared
-        .meters
-        .surface
-        .received(crate::meters::inbound_name(bytes.first()));
+    shared.meters.received(bytes);
     let now = since_midnight_ns(wall_clock_ns());
     let mut state = user.lock();
     if state.today.number != day {
