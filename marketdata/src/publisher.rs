@@ -214,6 +214,9 @@ stats! {
     reconnects,
     soup_connections,
     soup_logins,
+    /// SoupBinTCP clients logged in now (a gauge: up at login, down when
+    /// the session ends).
+    soup_logged_in,
     /// Login Rejected (bad credentials or session).
     soup_logins_rejected,
     /// Closed before login: garbage, wrong packet, or timeout.

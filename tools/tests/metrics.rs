@@ -711,6 +711,9 @@ fn serve_exports_metrics_the_dashboard_uses_and_logs_json_lines() {
     let report = bob.expect("8");
     assert!(report.contains("|11=CLORD-7|"), "{report}");
 
+    // ITCH over SoupBinTCP: one feed client logged in.
+    let feed = Ouch::login(server.port("itch"), "ANY", "ANY");
+
     // Test port: an unknown account is a risk reject (code 101).
     test_port(server.port("test"), "NEW 77 0 BUY LIMIT GTC 990000 1");
 
@@ -780,6 +783,17 @@ fn serve_exports_metrics_the_dashboard_uses_and_logs_json_lines() {
     assert_eq!(
         value("brokerx_gateway_sessions", &[("gateway", "fix")]),
         1.0
+    );
+    assert_eq!(
+        value("brokerx_gateway_sessions", &[("gateway", "itch")]),
+        1.0
+    );
+    assert!(
+        value(
+            "brokerx_gateway_messages_sent_total",
+            &[("gateway", "itch"), ("type", "soup_message")]
+        ) >= 1.0,
+        "the feed client got the day's messages"
     );
     assert_eq!(
         value(
@@ -941,6 +955,7 @@ fn serve_exports_metrics_the_dashboard_uses_and_logs_json_lines() {
     // Logs: JSON lines with the correlation ids.
     drop(alice);
     drop(bob);
+    drop(feed);
     std::thread::sleep(Duration::from_millis(300));
     let lines = server.stop();
     let mut parsed = Vec::new();

@@ -212,6 +212,8 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
             .name("itch-soup-writer".into())
             .spawn(move || write_loop(&shared, writer, &alive, next))?
     };
+    // Logged in from here until the writer has ended.
+    stats.soup_logged_in.fetch_add(1, Ordering::AcqRel);
     loop {
         match reader.next(shared, Some(&alive)) {
             ReadOutcome::Packet(Packet::ClientHeartbeat | Packet::Debug(_)) => {}
@@ -228,6 +230,7 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
     shared.changed.notify_all();
     let _ = reader.stream.shutdown(Shutdown::Both);
     let _ = writer_thread.join();
+    stats.soup_logged_in.fetch_sub(1, Ordering::AcqRel);
     Ok(())
 }
 

@@ -586,6 +586,11 @@ fn itch_source(publisher: Arc<brokerx_marketdata::ItchPublisher>) {
             "",
             &[(&[gateway], s.soup_overrun as f64)],
         ));
+        out.push(family::gauge(
+            "brokerx_gateway_sessions",
+            "",
+            &[(&[gateway], s.soup_logged_in as f64)],
+        ));
         let histogram = publisher.latency_histogram();
         out.push(family::histogram(
             "brokerx_gateway_latency_seconds",
