@@ -178,11 +178,15 @@ fn read_head(stream: &mut TcpStream) -> Head {
     let deadline = Instant::now() + READ_TIMEOUT;
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
+    // Bytes already searched for the blank line (less three, which may
+    // start it).
+    let mut scanned = 0;
     loop {
-        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            head.truncate(end);
+        if let Some(end) = head[scanned..].windows(4).position(|w| w == b"\r\n\r\n") {
+            head.truncate(scanned + end);
             return Head::Complete(head);
         }
+        scanned = head.len().saturating_sub(3);
         if head.len() > MAX_HEAD_BYTES {
             return Head::TooLarge;
         }
