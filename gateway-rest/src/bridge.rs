@@ -15,6 +15,13 @@
 //!   same functions recovery uses). The session connects first, so nothing
 //!   sequenced afterwards is missed; a gap (the gateway started after
 //!   others submitted) is filled from the journal on the first output.
+//! - **Overload**: the engine never waits for the bridge. If the consumer
+//!   falls a whole outbound queue behind, the engine cuts it off; the
+//!   consumer then subscribes again under the same session id, and the
+//!   outputs published before the new subscription are rebuilt from the
+//!   journal and go through the same path as live ones (read model, SQLite,
+//!   streams, completions), so no update is lost and pending requests are
+//!   answered.
 
 use crate::db::Db;
 use crate::projection::{order_from_store, Effects, State, StreamItem, Write};
@@ -32,10 +39,15 @@ use std::time::Duration;
 
 type Completion = tokio::sync::oneshot::Sender<Vec<Output>>;
 
+/// A submitted command waiting for its outputs, in sequencer order.
+type Pending = VecDeque<(Command, Completion)>;
+
 pub struct Bridge {
     pub state: Arc<RwLock<State>>,
     submitter: Submitter,
-    pending: Arc<Mutex<VecDeque<Completion>>>,
+    pending: Arc<Mutex<Pending>>,
+    /// Test hook: while set, the consumer reads no engine output.
+    paused: AtomicBool,
     pub stream_tx: tokio::sync::broadcast::Sender<StreamItem>,
     live: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -43,6 +55,7 @@ pub struct Bridge {
     pipeline: Arc<Pipeline>,
     session: brokerx_engine::pipeline::SessionId,
     next_tag: AtomicU64,
+    reattached: AtomicU64,
     pub db: Db,
     /// Connected `/stream` (Alpaca) clients.
     pub alpaca_listeners: AtomicUsize,
@@ -285,6 +298,7 @@ impl Bridge {
             state: Arc::new(RwLock::new(state)),
             submitter,
             pending: Arc::default(),
+            paused: AtomicBool::new(false),
             stream_tx,
             live: Arc::new(AtomicBool::new(true)),
             stop: Arc::new(AtomicBool::new(false)),
@@ -292,6 +306,7 @@ impl Bridge {
             pipeline: pipeline.clone(),
             session,
             next_tag: AtomicU64::new(crate::time::now_ns()),
+            reattached: AtomicU64::new(0),
             db,
             alpaca_listeners: AtomicUsize::new(0),
         });
@@ -303,6 +318,10 @@ impl Bridge {
             engine_config,
             names,
             seeded_through: pipeline.recovered.last_seq,
+            collected: Vec::new(),
+            completions: Vec::new(),
+            current_seq: 0,
+            index_in_command: 0,
         };
         let thread = std::thread::Builder::new()
             .name("rest-bridge".into())
@@ -334,7 +353,7 @@ impl Bridge {
         {
             let mut pending = lock(&self.pending);
             self.submitter.submit(command)?;
-            pending.push_back(tx);
+            pending.push_back((command, tx));
         }
         match tokio::time::timeout(Duration::from_secs(10), rx).await {
             Ok(Ok(outputs)) => Ok(outputs),
@@ -348,9 +367,22 @@ impl Bridge {
         {
             let mut pending = lock(&self.pending);
             self.submitter.submit(command)?;
-            pending.push_back(tx);
+            pending.push_back((command, tx));
         }
         rx.blocking_recv().map_err(|_| RequestError::Down)
+    }
+
+    /// Test hook: while paused, the consumer reads no engine output (as a
+    /// thread starved of CPU would not), so the engine cuts it off once its
+    /// queue is full.
+    #[doc(hidden)]
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+    }
+
+    /// Times the engine cut the bridge off and it re-attached.
+    pub fn reattached(&self) -> u64 {
+        self.reattached.load(Ordering::Relaxed)
     }
 
     pub fn shutdown(&self) {
@@ -371,29 +403,48 @@ struct Consumer {
     names: BTreeMap<u32, String>,
     /// Outputs of commands up to here are already in the seeded state.
     seeded_through: u64,
+    /// Outputs of the command being received that are this bridge's own.
+    collected: Vec<Output>,
+    completions: Vec<(Completion, Vec<Output>)>,
+    /// The command whose outputs are arriving, and the index of the last
+    /// one received.
+    current_seq: u64,
+    index_in_command: u32,
 }
 
 impl Consumer {
     fn run(mut self) {
         let mut batch: Vec<Output> = Vec::with_capacity(1024);
-        let mut collected: Vec<Output> = Vec::new();
-        let mut completions: Vec<(Completion, Vec<Output>)> = Vec::new();
-        let mut current_seq = 0u64;
-        let mut index_in_command = 0u32;
         loop {
             if self.bridge.stop.load(Ordering::Acquire) {
                 break;
+            }
+            if self.bridge.paused.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
             }
             match self.handle.receiver.recv_timeout(Duration::from_millis(50)) {
                 Ok(output) => batch.push(output),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    if self.bridge.stop.load(Ordering::Acquire) {
+                        break;
+                    }
                     let reason = self.handle.cut_reason().unwrap_or_default();
                     crate::app::surface().slow_consumers.inc();
-                    tracing::error!(gateway = "rest", reason = %reason, "rest bridge cut off by the engine");
-                    self.bridge.live.store(false, Ordering::Release);
-                    lock(&self.bridge.pending).clear();
-                    break;
+                    tracing::error!(gateway = "rest", reason = %reason, "rest bridge cut off by the engine; re-attaching");
+                    match self.reattach() {
+                        Ok(()) => {
+                            self.bridge.reattached.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::error!(gateway = "rest", error = %e, "rest bridge could not re-attach; not ready until restarted");
+                            self.bridge.live.store(false, Ordering::Release);
+                            lock(&self.bridge.pending).clear();
+                            break;
+                        }
+                    }
                 }
             }
             while batch.len() < 1024 {
@@ -424,39 +475,131 @@ impl Consumer {
                     }
                 }
             }
-            let mut effects = Effects::default();
-            {
-                let mut state = self.bridge.state.write().unwrap_or_else(|e| e.into_inner());
-                state.render_alpaca = self.bridge.alpaca_listeners.load(Ordering::Acquire) > 0;
-                for output in batch.drain(..) {
-                    if output.seq != current_seq {
-                        current_seq = output.seq;
-                        index_in_command = 0;
-                    } else {
-                        index_in_command += 1;
-                    }
-                    if output.seq > self.seeded_through {
-                        state.apply(&output, index_in_command, &mut effects);
-                    }
-                    if output.own {
-                        collected.push(output);
-                        if output.last {
-                            if let Some(tx) = lock(&self.bridge.pending).pop_front() {
-                                completions.push((tx, std::mem::take(&mut collected)));
-                            } else {
-                                collected.clear();
-                            }
+            self.process(&mut batch);
+        }
+    }
+
+    /// Folds outputs into the read model, writes and streams what they
+    /// change, then answers the requests they complete.
+    fn process(&mut self, batch: &mut Vec<Output>) {
+        let mut effects = Effects::default();
+        {
+            let mut state = self.bridge.state.write().unwrap_or_else(|e| e.into_inner());
+            state.render_alpaca = self.bridge.alpaca_listeners.load(Ordering::Acquire) > 0;
+            for output in batch.drain(..) {
+                if output.seq != self.current_seq {
+                    self.current_seq = output.seq;
+                    self.index_in_command = 0;
+                } else {
+                    self.index_in_command += 1;
+                }
+                if output.seq > self.seeded_through {
+                    state.apply(&output, self.index_in_command, &mut effects);
+                }
+                if output.own {
+                    self.collected.push(output);
+                    if output.last {
+                        if let Some((_, tx)) = lock(&self.bridge.pending).pop_front() {
+                            self.completions
+                                .push((tx, std::mem::take(&mut self.collected)));
+                        } else {
+                            self.collected.clear();
                         }
                     }
                 }
             }
-            write_all(&self.bridge.db, std::mem::take(&mut effects.writes));
-            for item in effects.stream {
-                let _ = self.bridge.stream_tx.send(item);
-            }
-            for (tx, outputs) in completions.drain(..) {
-                let _ = tx.send(outputs);
-            }
         }
+        write_all(&self.bridge.db, std::mem::take(&mut effects.writes));
+        for item in effects.stream {
+            let _ = self.bridge.stream_tx.send(item);
+        }
+        for (tx, outputs) in self.completions.drain(..) {
+            let _ = tx.send(outputs);
+        }
+    }
+
+    /// After a cut-off: subscribes again under the same session id and
+    /// runs the outputs published before the new subscription through
+    /// [`Consumer::process`], rebuilt from the journal.
+    fn reattach(&mut self) -> Result<(), String> {
+        let pipeline = self.bridge.pipeline.clone();
+        let handle = pipeline.reconnect(self.bridge.session, &[], true);
+        let until = handle
+            .registered_after(Duration::from_secs(10))
+            .ok_or("the engine did not register the new subscription (stopped?)")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pipeline.stats().durable_seq.load(Ordering::Acquire) < until {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("the journal did not reach sequence {until}"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Commands submitted from now on are sequenced after `until`; those
+        // waiting now are, in order, the bridge's own among the journal's.
+        let waiting: Vec<Command> = lock(&self.bridge.pending)
+            .iter()
+            .map(|(command, _)| *command)
+            .collect();
+        let first_needed = if self.current_seq != 0 {
+            self.current_seq
+        } else {
+            self.seeded_through + 1
+        };
+        let mut engine = match load_snapshot(&self.data_dir) {
+            Ok(Some((header, engine, _))) if header.seq < first_needed => engine,
+            _ => Engine::new(self.engine_config),
+        };
+        let (current_seq, received) = (self.current_seq, self.index_in_command);
+        // Cut in the middle of a command: it is the bridge's own (and the
+        // first one waiting) if its first outputs were.
+        let partial_own = !self.collected.is_empty();
+        let mut next_own = 0;
+        let mut outputs = Vec::new();
+        let mut hasher = StableHasher::default();
+        let mut count = 0u64;
+        replay_journal(
+            &self.data_dir,
+            &mut engine,
+            &mut hasher,
+            &mut count,
+            Some(until),
+            |command, events| {
+                if command.seq < first_needed {
+                    return;
+                }
+                let partial = command.seq == current_seq;
+                let own = if partial {
+                    partial_own
+                } else {
+                    waiting.get(next_own) == Some(&command.command)
+                };
+                if own {
+                    next_own += 1;
+                }
+                for (k, event) in events.iter().enumerate() {
+                    if partial && k as u32 <= received {
+                        continue; // delivered before the cut
+                    }
+                    outputs.push(Output {
+                        seq: command.seq,
+                        timestamp_ns: command.timestamp_ns,
+                        event: *event,
+                        own,
+                        last: k + 1 == events.len(),
+                    });
+                }
+            },
+        )
+        .map_err(|e| format!("journal replay: {e}"))?;
+        self.handle = handle;
+        let rebuilt = outputs.len();
+        self.process(&mut outputs);
+        tracing::warn!(
+            gateway = "rest",
+            seq = until,
+            outputs = rebuilt,
+            "rest bridge re-attached; outputs up to seq rebuilt from the journal"
+        );
+        Ok(())
     }
 }

@@ -185,6 +185,12 @@ impl RestServer {
         self.addr
     }
 
+    /// The bridge to the engine (tests stall it to provoke a cut-off).
+    #[doc(hidden)]
+    pub fn bridge(&self) -> &Arc<bridge::Bridge> {
+        &self.bridge
+    }
+
     /// Stops accepting, closes connections (within about a second), stops
     /// the bridge and flushes the store.
     pub fn shutdown(&self) {

@@ -4,12 +4,22 @@
 //! clients, then every client's portfolio (cash available and reserved,
 //! positions available and reserved) is compared with the ledger of an
 //! engine rebuilt from the journal.
+//!
+//! The second test runs the same mix while, again and again, the bridge
+//! stalls and an operator account trades into the clients' orders directly
+//! through the pipeline: with 32-output queues the engine cuts the bridge
+//! off each time, and the bridge must rebuild what it missed from the
+//! journal (fills of resting orders, a request in flight) for the
+//! portfolios to agree.
 
 mod common;
 
 use brokerx_engine::pipeline::replay_journal;
 use brokerx_engine::state::StableHasher;
-use brokerx_engine::{AccountId, Engine, EngineConfig, SymbolId};
+use brokerx_engine::{
+    AccountId, Command, Engine, EngineConfig, Limits, OrderType, SelfTradePrevention, Side,
+    SymbolId, TimeInForce,
+};
 use brokerx_gateway_rest::money::{format_money, format_qty};
 use common::*;
 use serde_json::{json, Value};
@@ -29,12 +39,71 @@ impl Lcg {
 #[test]
 fn portfolios_agree_with_the_replayed_ledger_after_random_trading() {
     for seed in [42, 7, 2024, 99991] {
-        run(seed);
+        run(seed, false);
     }
 }
 
-fn run(seed: u64) {
-    let h = Harness::start(&format!("ledger-{seed}"));
+#[test]
+fn portfolios_agree_after_the_engine_cuts_the_bridge_off_again_and_again() {
+    for seed in [5, 77] {
+        run(seed, true);
+    }
+}
+
+const OPERATOR: AccountId = AccountId(900_000);
+
+/// An operator's orders straight into the pipeline: IOC sells at 188.00
+/// and buys at 192.00 in AAPL, into the clients' resting orders.
+fn operator_burst(rng: &mut Lcg) -> Vec<Command> {
+    (0..24)
+        .map(|i| {
+            let buy = i % 2 == 0;
+            Command::NewOrder {
+                account: OPERATOR,
+                symbol: SymbolId(0),
+                side: if buy { Side::Buy } else { Side::Sell },
+                order_type: OrderType::Limit,
+                tif: TimeInForce::Ioc,
+                price: if buy { 1_920_000 } else { 1_880_000 },
+                qty: 1 + rng.next(3),
+                self_trade: SelfTradePrevention::CancelNewest,
+                tag: 0,
+            }
+        })
+        .collect()
+}
+
+fn run(seed: u64, chaos: bool) {
+    let h = if chaos {
+        Harness::open_full(
+            temp_dir(&format!("ledger-chaos-{seed}")),
+            |_| {},
+            true,
+            |pipeline| pipeline.outbound_capacity = 32,
+        )
+    } else {
+        Harness::start(&format!("ledger-{seed}"))
+    };
+    if chaos {
+        h.engine(&[
+            Command::CreateAccount {
+                account: OPERATOR,
+                limits: Limits::UNLIMITED,
+                self_trade: SelfTradePrevention::CancelNewest,
+            },
+            Command::DepositCash {
+                account: OPERATOR,
+                amount: 1_000_000_000_000,
+                tag: 0,
+            },
+            Command::DepositShares {
+                account: OPERATOR,
+                symbol: SymbolId(0),
+                qty: 1_000_000,
+                tag: 0,
+            },
+        ]);
+    }
     let mut clients = Vec::new();
     for i in 0..3 {
         let (client, account) = verified_client(&h, &format!("trader{i}@example.com"));
@@ -49,6 +118,44 @@ fn run(seed: u64) {
     for step in 0..300 {
         let who = rng.next(3) as usize;
         let client = &clients[who].0;
+        if chaos && step % 30 == 15 {
+            // Stall the bridge; a client's order is in flight while the
+            // operator trades: the engine cuts the bridge off.
+            let bridge = h.server.as_ref().unwrap().bridge().clone();
+            let before = bridge.reattached();
+            bridge.pause(true);
+            let in_flight = {
+                let client = client.clone();
+                std::thread::spawn(move || {
+                    client.post(
+                        "/api/v1/orders",
+                        json!({"symbol": "AAPL", "side": "buy", "type": "limit",
+                               "time_in_force": "gtc", "limit_price": "189.50", "qty": 2}),
+                    )
+                })
+            };
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            // In small chunks: the harness's own session reads only after
+            // submitting, and has a 32-output queue too.
+            for chunk in operator_burst(&mut rng).chunks(3) {
+                h.engine(chunk);
+            }
+            bridge.pause(false);
+            let r = in_flight.join().unwrap();
+            assert!(
+                r.status == 201 || r.status == 403,
+                "step {step}: {}",
+                r.text
+            );
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while bridge.reattached() == before {
+                assert!(std::time::Instant::now() < deadline, "never re-attached");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if r.status == 201 && r.body["status"] != "filled" {
+                open.push((who, r.body["id"].as_str().unwrap().to_string()));
+            }
+        }
         match rng.next(10) {
             0..=5 => {
                 let (symbol, base, lot) = if rng.next(3) == 0 {

@@ -90,8 +90,19 @@ impl Harness {
 
     /// Starts on `dir` (bootstrapping the symbols if `bootstrap`).
     pub fn open(dir: PathBuf, tweak: impl FnOnce(&mut RestConfig), bootstrap: bool) -> Harness {
+        Harness::open_full(dir, tweak, bootstrap, |_| {})
+    }
+
+    /// Like [`Harness::open`], with the pipeline's config adjusted too.
+    pub fn open_full(
+        dir: PathBuf,
+        tweak: impl FnOnce(&mut RestConfig),
+        bootstrap: bool,
+        pipeline_tweak: impl FnOnce(&mut PipelineConfig),
+    ) -> Harness {
         let mut pipeline_config = PipelineConfig::new(dir.clone());
         pipeline_config.durable = false;
+        pipeline_tweak(&mut pipeline_config);
         let pipeline = Arc::new(Pipeline::start(pipeline_config, EngineConfig::default()).unwrap());
         let mut config = config(&dir);
         tweak(&mut config);
