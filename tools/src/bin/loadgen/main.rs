@@ -679,7 +679,8 @@ fn run(options: &Options) -> Result<(), String> {
                 };
                 if options.prefill > 0 {
                     progress.label(format!("{name} prefill"));
-                    let rate = 20_000.0f64.min(options.rates[0].max(5_000.0));
+                    // Not measured: as fast as the gateways comfortably take.
+                    let rate = 50_000.0;
                     let t = connected.phase(
                         rate,
                         options.prefill,
