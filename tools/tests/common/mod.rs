@@ -19,6 +19,15 @@ pub struct Server {
     pub lines: std::sync::mpsc::Receiver<String>,
 }
 
+/// A test that fails must not leave its server running (it would hold the
+/// test's output pipe open): the child is killed when dropped.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn start(dir: &Path, config: &Path) -> Server {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
@@ -98,14 +107,16 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// Stops a server with SIGTERM and returns what it printed on the way out.
-pub fn terminate(server: Server) -> Vec<String> {
+pub fn terminate(mut server: Server) -> Vec<String> {
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let mut child = server.child;
-    assert!(child.wait().unwrap().success(), "clean shutdown exits 0");
+    assert!(
+        server.child.wait().unwrap().success(),
+        "clean shutdown exits 0"
+    );
     // The forwarding thread ends at EOF, which disconnects the channel.
     let mut printed = Vec::new();
     while let Ok(line) = server.lines.recv_timeout(Duration::from_secs(10)) {

@@ -7,8 +7,20 @@
 //! brokerx replay --data-dir DIR [--verify] [--from-snapshot]
 //! brokerx journal dump --data-dir DIR [--from SEQ] [--to SEQ]
 //! brokerx snapshot --data-dir DIR
+//! brokerx admin [--addr HOST:PORT] [--config FILE] ACTION ARGS...
 //! ```
 
+/// `println!` that ignores a closed stdout: the server's status lines must
+/// never turn a lost terminal or pipe into a panic (e.g. mid-shutdown).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+pub(crate) use say;
+
+mod admin;
 mod config;
 mod logging;
 mod offline;
@@ -81,7 +93,10 @@ const USAGE: &str = "usage:
                 [--itch-port N] [--mold-port N] [--metrics-port N]
   brokerx replay --data-dir DIR [--verify] [--from-snapshot]
   brokerx journal dump --data-dir DIR [--from SEQ] [--to SEQ]
-  brokerx snapshot --data-dir DIR";
+  brokerx snapshot --data-dir DIR
+  brokerx admin [--addr HOST:PORT] [--config FILE] ACTION ARGS...
+    (actions: fund ACCOUNT AMOUNT, debit ACCOUNT AMOUNT, halt SYMBOL, resume SYMBOL,
+     kill ACCOUNT, reinstate ACCOUNT, mass-cancel ACCOUNT [SYMBOL], end-of-day)";
 
 fn run(args: &[String]) -> Result<(), String> {
     let (command, rest) = match args {
@@ -129,8 +144,39 @@ fn run(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// `brokerx admin`: options first, then the action and its arguments.
+fn run_admin(args: &[String]) -> ExitCode {
+    let mut split = 0;
+    while split < args.len() && args[split].starts_with("--") {
+        split += 2;
+    }
+    let split = split.min(args.len());
+    let outcome = Flags::parse(&args[..split])
+        .and_then(|flags| flags.reject_unknown(&["addr", "config"]).map(|()| flags))
+        .map_err(|e| admin::AdminError::Usage(format!("{e}\n{}", admin::USAGE)))
+        .and_then(|flags| admin::admin(&flags, &args[split..]));
+    match outcome {
+        Ok(admin::Outcome::Accepted) => ExitCode::SUCCESS,
+        Ok(admin::Outcome::Rejected) => {
+            eprintln!("brokerx admin: the engine rejected the action");
+            ExitCode::from(1)
+        }
+        Err(admin::AdminError::Usage(message)) => {
+            eprintln!("brokerx admin: {message}");
+            ExitCode::from(2)
+        }
+        Err(admin::AdminError::Connection(message)) => {
+            eprintln!("brokerx admin: {message}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("admin") {
+        return run_admin(&args[1..]);
+    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

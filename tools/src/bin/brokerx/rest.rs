@@ -89,12 +89,12 @@ pub fn start_rest(
         TcpListener::bind((bind, port)).map_err(|e| format!("HTTP port {bind}:{port}: {e}"))?;
     let server = RestServer::start(listener, pipeline.clone(), rest)
         .map_err(|e| format!("REST gateway: {e}"))?;
-    println!(
+    crate::say!(
         "http port listening on {} (REST/JSON /api/v1, Alpaca-compatible /v2 and /stream, WebSocket /api/v1/ws)",
         server.local_addr()
     );
     if rest_dev_mailbox {
-        println!(
+        crate::say!(
             "http: sign up with POST /api/v1/auth/register; passcodes land in the dev mailbox (GET /api/v1/dev/mailbox?email=...); API docs at /api/v1/docs/"
         );
     }

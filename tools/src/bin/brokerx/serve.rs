@@ -117,11 +117,11 @@ fn serve_fix_profile(flags: &Flags, text: &str) -> Result<(), String> {
         .map_err(|e| format!("FIX port 127.0.0.1:{port}: {e}"))?;
     let server = FixServer::start(listener, config, Arc::new(AtEcho::new()))
         .map_err(|e| format!("FIX acceptor: {e}"))?;
-    println!(
+    crate::say!(
         "fix port listening on {} (FIX 4.4 conformance profile: QuickFIX `at` echo application)",
         server.local_addr()
     );
-    println!("brokerx ready");
+    crate::say!("brokerx ready");
     let _ = std::io::stdout().flush();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -132,7 +132,7 @@ fn serve_fix_profile(flags: &Flags, text: &str) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     server.stop();
-    println!("brokerx stopped");
+    crate::say!("brokerx stopped");
     Ok(())
 }
 
@@ -252,7 +252,7 @@ fn serve_logged(flags: &Flags) -> Result<(), String> {
         let listener = TcpListener::bind((bind.as_str(), port))
             .map_err(|e| format!("test port {bind}:{port}: {e}"))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
-        println!("test port listening on {address} (line protocol; see `brokerx help`)");
+        crate::say!("test port listening on {address} (line protocol; see `brokerx help`)");
         let pipeline = pipeline.clone();
         std::thread::Builder::new()
             .name("test-port-accept".into())
@@ -273,7 +273,7 @@ fn serve_logged(flags: &Flags) -> Result<(), String> {
                 .map_err(|e| format!("metrics port {bind}:{port}: {e}"))?;
             let server = brokerx_metrics::MetricsServer::start(listener)
                 .map_err(|e| format!("metrics listener: {e}"))?;
-            println!(
+            crate::say!(
                 "metrics port listening on {} (Prometheus text format at GET /metrics)",
                 server.local_addr()
             );
@@ -282,12 +282,13 @@ fn serve_logged(flags: &Flags) -> Result<(), String> {
         None => None,
     };
     for account in &config.accounts {
-        println!(
+        crate::say!(
             "demo account {} ({}), funded by the config",
-            account.id, account.name
+            account.id,
+            account.name
         );
     }
-    println!("brokerx ready");
+    crate::say!("brokerx ready");
     let _ = std::io::stdout().flush();
     tracing::info!(
         data_dir = %data_dir.display(),
@@ -318,7 +319,7 @@ fn serve_logged(flags: &Flags) -> Result<(), String> {
     }
     match pipeline.shutdown() {
         Some(Ok(finished)) => {
-            println!(
+            crate::say!(
                 "brokerx stopped: seq {} durable, {} events, event hash {:016x}, state hash {:016x}",
                 finished.last_seq, finished.event_count, finished.event_hash, finished.state_hash
             );
@@ -337,22 +338,22 @@ fn serve_logged(flags: &Flags) -> Result<(), String> {
 fn report_recovery(pipeline: &Pipeline) {
     let recovered = &pipeline.recovered;
     match recovered.from_snapshot {
-        Some(seq) => println!(
+        Some(seq) => crate::say!(
             "recovered from snapshot at seq {seq}, then {} journaled commands",
             recovered.replayed
         ),
-        None => println!(
+        None => crate::say!(
             "recovered {} journaled commands (no snapshot)",
             recovered.replayed
         ),
     }
     if let Some(torn) = &recovered.torn_tail {
-        println!("journal: truncated a torn last record: {torn}");
+        crate::say!("journal: truncated a torn last record: {torn}");
     }
     for skipped in &recovered.skipped_snapshots {
-        println!("snapshot skipped: {skipped}");
+        crate::say!("snapshot skipped: {skipped}");
     }
-    println!("state at seq {}", recovered.last_seq);
+    crate::say!("state at seq {}", recovered.last_seq);
 }
 
 /// A fresh store: journal the configured symbols and funded accounts.
@@ -382,7 +383,7 @@ fn bootstrap(pipeline: &Pipeline, config: &Config) -> Result<(), String> {
         }
     }
     pipeline.disconnect(handle.id);
-    println!(
+    crate::say!(
         "bootstrapped {} symbols and {} accounts from the config",
         config.symbols.len(),
         config.accounts.len()
@@ -431,19 +432,21 @@ fn start_ouch(
         TcpListener::bind((bind, port)).map_err(|e| format!("OUCH port {bind}:{port}: {e}"))?;
     let server = OuchServer::start(listener, pipeline.clone(), ouch)
         .map_err(|e| format!("OUCH gateway: {e}"))?;
-    println!(
+    crate::say!(
         "ouch port listening on {} (OUCH 4.2 over SoupBinTCP 3.0)",
         server.local_addr()
     );
     let stats = server.stats();
-    println!(
+    crate::say!(
         "ouch stores: {} outputs regenerated from the journal, {} unsequenced intents released, {} orphans",
         stats.outputs_regenerated, stats.intents_unsequenced, stats.regeneration_orphans
     );
     for user in &config.ouch_users {
-        println!(
+        crate::say!(
             "ouch login {:?} / {:?} -> account {}",
-            user.username, user.password, user.account
+            user.username,
+            user.password,
+            user.account
         );
     }
     Ok(server)
@@ -518,9 +521,9 @@ fn start_fix(
         TcpListener::bind((bind, port)).map_err(|e| format!("FIX port {bind}:{port}: {e}"))?;
     let server = FixServer::start_with(listener, fix, sessions, app.clone())
         .map_err(|e| format!("FIX gateway: {e}"))?;
-    println!("fix port listening on {} (FIX 4.4)", server.local_addr());
+    crate::say!("fix port listening on {} (FIX 4.4)", server.local_addr());
     for s in &config.fix_sessions {
-        println!(
+        crate::say!(
             "fix session {} -> {} (Username {:?} / Password {:?}) -> account {}",
             s.target_comp_id,
             s.sender_comp_id,
@@ -647,13 +650,13 @@ fn start_itch(
     let publisher =
         ItchPublisher::start(pipeline.clone(), itch).map_err(|e| format!("ITCH feed: {e}"))?;
     if let Some(address) = publisher.soup_addr() {
-        println!("itch port listening on {address} (ITCH 5.0 over SoupBinTCP 3.0)");
+        crate::say!("itch port listening on {address} (ITCH 5.0 over SoupBinTCP 3.0)");
     }
     if let (Some(destination), Some(source)) = (destination, publisher.mold_addr()) {
-        println!("mold feed sending to {destination} from {source} (ITCH 5.0 over MoldUDP64)");
+        crate::say!("mold feed sending to {destination} from {source} (ITCH 5.0 over MoldUDP64)");
     }
     if let Some(address) = publisher.retransmit_addr() {
-        println!("mold-retransmit port listening on {address} (MoldUDP64 requests)");
+        crate::say!("mold-retransmit port listening on {address} (MoldUDP64 requests)");
     }
     Ok(publisher)
 }
