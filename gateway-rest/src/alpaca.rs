@@ -97,7 +97,7 @@ async fn place(
 ) -> ApiResult<Json<Value>> {
     let account = auth.account()?;
     let order = trading::parse_new_order(&read(&state), &body)?;
-    let rec = trading::place_order(&state, account, order, &request_id.0).await?;
+    let rec = trading::place_order(&state, account, order, &request_id).await?;
     Ok(Json(read(&state).order_alpaca(&rec)))
 }
 
@@ -152,24 +152,29 @@ async fn replace(
 ) -> ApiResult<Json<Value>> {
     let account = auth.account()?;
     let order = trading::owned_order(&state, account, &id)?;
-    let rec = trading::replace_order(&state, account, &order, &body, &request_id.0).await?;
+    let rec = trading::replace_order(&state, account, &order, &body, &request_id).await?;
     Ok(Json(read(&state).order_alpaca(&rec)))
 }
 
 async fn cancel_one(
     State(state): State<AppState>,
     auth: Auth,
+    Extension(request_id): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let account = auth.account()?;
     let order = trading::owned_order(&state, account, &id)?;
-    trading::cancel_order(&state, account, &order).await?;
+    trading::cancel_order(&state, account, &order, request_id.1).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn cancel_all(State(state): State<AppState>, auth: Auth) -> ApiResult<Response> {
+async fn cancel_all(
+    State(state): State<AppState>,
+    auth: Auth,
+    Extension(request_id): Extension<RequestId>,
+) -> ApiResult<Response> {
     let account = auth.account()?;
-    let cancelled = trading::cancel_everything(&state, account).await?;
+    let cancelled = trading::cancel_everything(&state, account, request_id.1).await?;
     let model = read(&state);
     let body: Vec<Value> = cancelled
         .iter()

@@ -89,9 +89,12 @@ impl AppState {
 }
 
 /// The request id: `X-Request-ID` if the client sent a sane one, else a
-/// fresh one. It is echoed on the response and logged with the engine tag.
+/// fresh one; and the request's engine tag. The command the request
+/// submits carries that tag, so the request can be found in the journal: a
+/// generated id *is* the tag (16 hex digits), and a client's own id is
+/// logged with it. It is echoed on the response.
 #[derive(Clone, Debug)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub String, pub u64);
 
 fn valid_request_id(text: &str) -> bool {
     !text.is_empty()
@@ -148,13 +151,14 @@ async fn request_context(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let tag = state.bridge.tag();
     let id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| valid_request_id(v))
-        .map_or_else(crypto::token::<8>, str::to_string);
-    request.extensions_mut().insert(RequestId(id.clone()));
+        .map_or_else(|| format!("{tag:016x}"), str::to_string);
+    request.extensions_mut().insert(RequestId(id.clone(), tag));
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let decision = state.ip_limiter.check(&peer.ip());

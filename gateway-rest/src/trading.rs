@@ -371,9 +371,9 @@ pub async fn place_order(
     state: &AppState,
     account: u32,
     order: NewOrder,
-    request_id: &str,
+    request: &RequestId,
 ) -> ApiResult<OrderRec> {
-    let tag = state.bridge.tag();
+    let (request_id, tag) = (request.0.as_str(), request.1);
     let client_id = order.client_order_id.clone();
     if let Some(cid) = &client_id {
         let mut model = state
@@ -520,7 +520,7 @@ pub async fn place(
 ) -> ApiResult<Response> {
     let account = auth.account()?;
     let order = parse_new_order(&read(&state), &body)?;
-    let rec = place_order(&state, account, order, &request_id.0).await?;
+    let rec = place_order(&state, account, order, &request_id).await?;
     let body = read(&state).order_json(&rec);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -696,8 +696,9 @@ pub async fn replace_order(
     account: u32,
     order: &OrderRec,
     body: &JsonBody,
-    request_id: &str,
+    request: &RequestId,
 ) -> ApiResult<OrderRec> {
+    let (request_id, tag) = (request.0.as_str(), request.1);
     if !order.status.is_open() {
         return Err(ApiError::unprocessable(
             "order_not_open",
@@ -756,7 +757,6 @@ pub async fn replace_order(
             "qty must exceed the quantity already filled",
         ));
     }
-    let tag = state.bridge.tag();
     let outputs = state
         .bridge
         .request(Command::Replace {
@@ -804,11 +804,17 @@ pub async fn replace(
 ) -> ApiResult<Json<Value>> {
     let account = auth.account()?;
     let order = owned_order(&state, account, &id)?;
-    let rec = replace_order(&state, account, &order, &body, &request_id.0).await?;
+    let rec = replace_order(&state, account, &order, &body, &request_id).await?;
     Ok(Json(read(&state).order_json(&rec)))
 }
 
-pub async fn cancel_order(state: &AppState, account: u32, order: &OrderRec) -> ApiResult<OrderRec> {
+/// `tag`: the request's engine tag ([`RequestId`]).
+pub async fn cancel_order(
+    state: &AppState,
+    account: u32,
+    order: &OrderRec,
+    tag: u64,
+) -> ApiResult<OrderRec> {
     if !order.status.is_open() {
         return Err(ApiError::unprocessable(
             "order_not_open",
@@ -820,7 +826,7 @@ pub async fn cancel_order(state: &AppState, account: u32, order: &OrderRec) -> A
         .request(Command::Cancel {
             account: AccountId(account),
             order_id: OrderId(order.id),
-            tag: state.bridge.tag(),
+            tag,
         })
         .await?;
     if let Some(code) = first_reject(&outputs) {
@@ -845,22 +851,28 @@ pub async fn cancel_order(state: &AppState, account: u32, order: &OrderRec) -> A
 pub async fn cancel_one(
     State(state): State<AppState>,
     auth: Auth,
+    Extension(request_id): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let account = auth.account()?;
     let order = owned_order(&state, account, &id)?;
-    let rec = cancel_order(&state, account, &order).await?;
+    let rec = cancel_order(&state, account, &order, request_id.1).await?;
     Ok(Json(read(&state).order_json(&rec)))
 }
 
-/// Cancels every open order of the account: the cancelled orders.
-pub async fn cancel_everything(state: &AppState, account: u32) -> ApiResult<Vec<OrderRec>> {
+/// Cancels every open order of the account: the cancelled orders. `tag`:
+/// the request's engine tag.
+pub async fn cancel_everything(
+    state: &AppState,
+    account: u32,
+    tag: u64,
+) -> ApiResult<Vec<OrderRec>> {
     let outputs = state
         .bridge
         .request(Command::MassCancelAccount {
             account: AccountId(account),
             symbol: None,
-            tag: state.bridge.tag(),
+            tag,
         })
         .await?;
     if let Some(code) = first_reject(&outputs) {
@@ -884,9 +896,13 @@ pub async fn cancel_everything(state: &AppState, account: u32) -> ApiResult<Vec<
     responses((status = 200, description = "success"), (status = "4XX", description = "problem+json error", body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []), ("api_key_id" = [], "api_key_secret" = []))
 )]
-pub async fn cancel_all(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+pub async fn cancel_all(
+    State(state): State<AppState>,
+    auth: Auth,
+    Extension(request_id): Extension<RequestId>,
+) -> ApiResult<Json<Value>> {
     let account = auth.account()?;
-    let cancelled = cancel_everything(&state, account).await?;
+    let cancelled = cancel_everything(&state, account, request_id.1).await?;
     let model = read(&state);
     Ok(Json(json!({
         "cancelled": cancelled.iter().map(|o| model.order_json(o)).collect::<Vec<_>>(),

@@ -248,8 +248,9 @@ async fn move_cash(
     account: u32,
     amount: u64,
     credit: bool,
-    request_id: String,
+    request: RequestId,
 ) -> ApiResult<(StatusCode, Value)> {
+    let RequestId(request_id, tag) = request;
     let limits = &state.config.wallet;
     let (limit, what) = if credit {
         (limits.max_deposit, "deposit")
@@ -285,7 +286,6 @@ async fn move_cash(
         tracing::info!(gateway = "rest", request_id = %request_id, account, code = %failure.code, "payment provider refused");
         return Err(failure);
     }
-    let tag = state.bridge.tag();
     let command = if credit {
         Command::DepositCash {
             account: AccountId(account),
@@ -334,7 +334,7 @@ async fn move_cash(
 async fn money_request(
     state: AppState,
     auth: Auth,
-    request_id: String,
+    request_id: RequestId,
     headers: HeaderMap,
     body: JsonBody,
     credit: bool,
@@ -371,7 +371,7 @@ pub async fn deposit(
     headers: HeaderMap,
     body: JsonBody,
 ) -> ApiResult<Response> {
-    money_request(state, auth, request_id.0, headers, body, true).await
+    money_request(state, auth, request_id, headers, body, true).await
 }
 
 /// POST /api/v1/wallet/withdraw {amount} with Idempotency-Key
@@ -391,7 +391,7 @@ pub async fn withdraw(
     headers: HeaderMap,
     body: JsonBody,
 ) -> ApiResult<Response> {
-    money_request(state, auth, request_id.0, headers, body, false).await
+    money_request(state, auth, request_id, headers, body, false).await
 }
 
 /// GET /api/v1/wallet

@@ -983,6 +983,42 @@ fn health_ready_request_ids_and_openapi() {
         "generated"
     );
 
+    // The request id follows the request into the engine command: a
+    // generated id is the journaled command's tag.
+    let (client, _) = verified_client(&h, "rid@example.com");
+    assert_eq!(deposit(&client, "1000").status, 201);
+    let placed = client.post(
+        "/api/v1/orders",
+        json!({"symbol": "AAPL", "side": "buy", "type": "limit",
+               "time_in_force": "day", "limit_price": "189.00", "qty": 1}),
+    );
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let order_tag = u64::from_str_radix(placed.header("x-request-id").unwrap(), 16).unwrap();
+    let cancelled = client.call(
+        "DELETE",
+        &format!("/api/v1/orders/{}", placed.body["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+    let cancel_tag = u64::from_str_radix(cancelled.header("x-request-id").unwrap(), 16).unwrap();
+    let mut engine = brokerx_engine::Engine::new(brokerx_engine::EngineConfig::default());
+    let mut journaled = Vec::new();
+    brokerx_engine::pipeline::replay_journal(
+        &h.dir,
+        &mut engine,
+        &mut brokerx_engine::state::StableHasher::default(),
+        &mut 0,
+        None,
+        |command, _| match command.command {
+            brokerx_engine::Command::NewOrder { tag, .. } => journaled.push(("new", tag)),
+            brokerx_engine::Command::Cancel { tag, .. } => journaled.push(("cancel", tag)),
+            _ => {}
+        },
+    )
+    .unwrap();
+    assert!(journaled.contains(&("new", order_tag)), "{journaled:?}");
+    assert!(journaled.contains(&("cancel", cancel_tag)), "{journaled:?}");
+
     // OpenAPI 3, generated from the handlers, and Swagger UI (vendored).
     let r = anon.get("/api/v1/openapi.json");
     assert_eq!(r.status, 200);
