@@ -134,17 +134,22 @@ impl Tracker {
         self.start_ns + (index as f64 / self.rate * 1e9) as u64
     }
 
-    /// Waits for request `index`'s slot. It sleeps rather than spins (a
-    /// spinning sender would take one of the machine's two cores from the
-    /// system under test); requests that are due go out back to back, and
-    /// the sleep's overshoot is charged to them, since latency counts from
-    /// the intended time.
+    /// Waits for request `index`'s slot, never returning before it. It
+    /// sleeps rather than spins (a spinning sender would take one of the
+    /// machine's two cores from the system under test); requests that are
+    /// due go out back to back, and the sleep's overshoot is charged to
+    /// them, since latency counts from the intended time.
     pub fn wait_turn(&self, index: usize) {
         precise_sleep();
         let at = self.intended(index);
         let now = self.now();
-        if at > now + 20_000 {
+        if at > now {
             std::thread::sleep(Duration::from_nanos(at - now));
+        }
+        // Never before the intended time: an early send would shorten the
+        // measured latency.
+        while self.now() < at {
+            std::hint::spin_loop();
         }
     }
 
@@ -312,5 +317,14 @@ mod tests {
         tracker.answer(1, 2, Outcome::TooLateSilent);
         assert_eq!(tracker.resolved(), 2);
         assert_eq!(tracker.merged().ack.len(), 1);
+    }
+
+    #[test]
+    fn a_request_never_goes_out_before_its_time() {
+        let tracker = Tracker::new(200, 100_000.0, 1, 0);
+        for index in 0..200 {
+            tracker.wait_turn(index);
+            assert!(tracker.now() >= tracker.intended(index));
+        }
     }
 }
