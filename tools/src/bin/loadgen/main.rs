@@ -813,10 +813,8 @@ fn run(options: &Options) -> Result<(), String> {
             }
         }
     }
-    if let Some(spawned) = spawned {
-        spawned.stop()?;
-    }
-    // Files: histograms, summary, plot.
+    // Files: histograms, summary, plot (before the server is stopped: an
+    // overloaded server may take long to drain).
     let mut summaries = Vec::new();
     let mut plotted = Vec::new();
     for m in &results {
@@ -858,6 +856,11 @@ fn run(options: &Options) -> Result<(), String> {
         "loadgen: histograms and summary.json / summary.csv in {}",
         options.out.display()
     );
+    if let Some(spawned) = spawned {
+        if let Err(e) = spawned.stop() {
+            eprintln!("loadgen: warning: {e} (it was killed; the results above stand)");
+        }
+    }
     Ok(())
 }
 

@@ -134,7 +134,7 @@ pub fn generate(
 }
 
 /// A `brokerx serve` started by the load generator; stopped (SIGTERM,
-/// then killed after 20 s) and its directory removed when dropped.
+/// then killed after 30 s) and its directory removed when dropped.
 pub struct Spawned {
     child: Child,
     pub dir: PathBuf,
@@ -254,7 +254,7 @@ impl Spawned {
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) if status.success() => break,
@@ -264,7 +264,10 @@ impl Spawned {
                 _ if Instant::now() > deadline => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
-                    return Err("brokerx serve did not stop within 20 s of SIGTERM".into());
+                    if !self.keep {
+                        let _ = std::fs::remove_dir_all(&self.dir);
+                    }
+                    return Err("brokerx serve did not stop within 30 s of SIGTERM".into());
                 }
                 _ => std::thread::sleep(Duration::from_millis(20)),
             }
