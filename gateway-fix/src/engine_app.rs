@@ -865,9 +865,20 @@ fn reattach_session(
 /// books rebuilt from the journal up to where it starts.
 fn reattach_market_data(context: &EventContext, feed: &mut MdFeed) -> Result<(), String> {
     let (handle, until) = subscribe_again(context, &[], true)?;
-    let mut engine = Engine::new(context.engine_config);
-    let (mut hasher, mut count) = (StableHasher::default(), 0);
-    let mut book = MarketData::new();
+    // From the newest snapshot at or before `until` (its books read from
+    // the engine image), or from the start.
+    let (mut engine, mut hasher, mut book) = match load_snapshot(&context.data_dir) {
+        Ok(Some((header, engine, _))) if header.seq <= until => {
+            let book = MarketData::from_engine(&engine);
+            (engine, header.event_hasher, book)
+        }
+        _ => (
+            Engine::new(context.engine_config),
+            StableHasher::default(),
+            MarketData::new(),
+        ),
+    };
+    let mut count = 0;
     replay_journal(
         &context.data_dir,
         &mut engine,
@@ -877,7 +888,10 @@ fn reattach_market_data(context: &EventContext, feed: &mut MdFeed) -> Result<(),
         |_, events| book.apply_all(events),
     )
     .map_err(|e| e.to_string())?;
-    lock(&feed.md).book = book;
+    let mut state = lock(&feed.md);
+    book.keep_last_trades(&state.book);
+    state.book = book;
+    drop(state);
     feed.handle = handle;
     feed.history_until = until;
     tracing::warn!(

@@ -115,6 +115,42 @@ impl MarketData {
         }
     }
 
+    /// The depth and halt flags of every symbol of `engine`, read from its
+    /// ladders (e.g. a snapshot's engine, to rebuild market data without
+    /// replaying the journal from the start). The engine keeps no last
+    /// trade, so `l1` has none until the next trade.
+    pub fn from_engine(engine: &brokerx_engine::Engine) -> MarketData {
+        let mut md = MarketData::new();
+        for id in 0..brokerx_risk::MAX_SYMBOLS {
+            let Some(state) = engine.symbol(SymbolId(id)) else {
+                continue;
+            };
+            let book = md.symbols.entry(id).or_default();
+            book.halted = state.halted;
+            for side in [Side::Buy, Side::Sell] {
+                let ladder = state.ladder(side);
+                let levels = match side {
+                    Side::Buy => &mut book.bids,
+                    Side::Sell => &mut book.asks,
+                };
+                for index in ladder.iter_best_first() {
+                    let level = &ladder.levels[index as usize];
+                    levels.insert(state.price_at(index), (level.qty, level.orders));
+                }
+            }
+        }
+        md
+    }
+
+    /// Keeps `other`'s last trade for every symbol that has none here.
+    pub fn keep_last_trades(&mut self, other: &MarketData) {
+        for (id, book) in &mut self.symbols {
+            if book.last_trade.is_none() {
+                book.last_trade = other.symbols.get(id).and_then(|b| b.last_trade);
+            }
+        }
+    }
+
     /// Applies every event of a slice, in order.
     pub fn apply_all(&mut self, events: &[Event]) {
         for event in events {

@@ -150,3 +150,25 @@ fn the_random_flow_builds_a_real_book_and_hits_every_path() {
         "replace-and-trade path: {replaces_that_trade}"
     );
 }
+
+#[test]
+fn market_data_read_from_an_engine_equals_market_data_kept_from_its_events() {
+    for seed in [4, 5] {
+        let mut rig = Rig::new();
+        let mut rng = Rng::new(seed);
+        for step in 0..1_200 {
+            let command = rig.random_command(&mut rng);
+            rig.run(command);
+            if step % 100 == 99 {
+                let mut read = brokerx_marketdata::MarketData::from_engine(&rig.engine);
+                read.keep_last_trades(&rig.md);
+                assert_eq!(read, rig.md, "seed {seed} step {step}");
+            }
+        }
+        let read = brokerx_marketdata::MarketData::from_engine(&rig.engine);
+        assert!(read
+            .symbols()
+            .iter()
+            .any(|s| read.level_count(*s, brokerx_engine::Side::Buy) > 0));
+    }
+}
