@@ -513,12 +513,29 @@ fn history(
     per: &[Arc<PerSession>],
     sessions: &Sessions,
 ) -> Result<MarketData, String> {
-    let mut book = MarketData::new();
     if until == 0 {
-        return Ok(book);
+        return Ok(MarketData::new());
     }
-    let mut engine = Engine::new(engine_config);
-    let mut hasher = StableHasher::default();
+    // From the newest snapshot before the first command some session has
+    // not folded in (its books read from the engine image), else from the
+    // journal's start: start-up costs one snapshot interval, and a journal
+    // whose old segments are archived still works.
+    let first_needed = per
+        .iter()
+        .map(|s| lock(&s.book).last_seq() + 1)
+        .min()
+        .unwrap_or(until + 1);
+    let (mut engine, mut hasher, mut book) = match load_snapshot(data_dir) {
+        Ok(Some((header, engine, _))) if header.seq < first_needed && header.seq <= until => {
+            let book = MarketData::from_engine(&engine);
+            (engine, header.event_hasher, book)
+        }
+        _ => (
+            Engine::new(engine_config),
+            StableHasher::default(),
+            MarketData::new(),
+        ),
+    };
     let mut count = 0;
     let mut replies: Vec<Vec<OutboundMessage>> = per.iter().map(|_| Vec::new()).collect();
     let mut journals: Vec<Vec<String>> = per.iter().map(|_| Vec::new()).collect();

@@ -630,6 +630,32 @@ fn missed_reports_are_resent_after_reconnect_and_restart() {
     let mut alice = Client::connect(stack.addr, "ALICE");
     alice.seq = alice_seq;
     alice.logon("alice-pw");
+    // The market data books came back too (read from the shutdown
+    // snapshot's engine): 30 left on the offer at 190.
+    alice.send(
+        "V",
+        &[
+            (262, "MDR"),
+            (263, "0"),
+            (264, "0"),
+            (267, "2"),
+            (269, "0"),
+            (269, "1"),
+            (146, "1"),
+            (55, "AAPL"),
+        ],
+    );
+    assert_fields(
+        &alice.next_app(),
+        &[
+            (35, "W"),
+            (262, "MDR"),
+            (268, "1"),
+            (269, "1"),
+            (270, "190"),
+            (271, "30"),
+        ],
+    );
     let now = format_utc_timestamp(now_ms());
     alice.send(
         "F",
