@@ -244,6 +244,7 @@ wire_enum!(Command {
     16 => SuspendAccount { account },
     17 => ReinstateAccount { account },
     18 => EndOfDay {},
+    19 => ReplaceTotal { account, order_id, price, qty, tag },
 });
 
 wire_enum!(Event {

@@ -152,6 +152,19 @@ pub enum Command {
         qty: u64,
         tag: u64,
     },
+    /// Cancel/replace with the order's new *total* quantity, what it has
+    /// executed included (FIX OrderQty): the new open quantity is `qty`
+    /// minus what the order has filled when the engine applies it, so a
+    /// fill racing the request never leaves the order larger than asked.
+    /// `qty` not above the filled quantity is rejected (`InvalidQuantity`).
+    /// Priority as for `Replace`.
+    ReplaceTotal {
+        account: AccountId,
+        order_id: OrderId,
+        price: u64,
+        qty: u64,
+        tag: u64,
+    },
     /// Cancels the resting orders of an account (all its symbols, or one).
     MassCancelAccount {
         account: AccountId,

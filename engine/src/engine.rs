@@ -342,6 +342,26 @@ impl Engine {
                     out.push(reject(account, order_id, code, tag));
                 }
             }
+            Command::ReplaceTotal {
+                account,
+                order_id,
+                price,
+                qty,
+                tag,
+            } => {
+                let result = self.owned_resting(account, order_id).and_then(|slot| {
+                    let filled = self.orders.nodes[slot as usize].filled;
+                    match qty.checked_sub(filled) {
+                        Some(open) if open > 0 => {
+                            self.replace(account, order_id, price, open, tag, out)
+                        }
+                        _ => Err(RejectCode::InvalidQuantity),
+                    }
+                });
+                if let Err(code) = result {
+                    out.push(reject(account, order_id, code, tag));
+                }
+            }
             other => {
                 if let Err((account, code, tag)) = self.apply_admin(other, out) {
                     out.push(reject(account, OrderId::NONE, code, tag));
@@ -519,7 +539,10 @@ impl Engine {
                 let expired = self.end_of_day(out);
                 out.push(Event::DayEnded { expired });
             }
-            Command::NewOrder { .. } | Command::Cancel { .. } | Command::Replace { .. } => {
+            Command::NewOrder { .. }
+            | Command::Cancel { .. }
+            | Command::Replace { .. }
+            | Command::ReplaceTotal { .. } => {
                 unreachable!("order commands are dispatched in apply")
             }
         }

@@ -205,6 +205,24 @@ impl Pair {
                             tag,
                         },
                     )
+                } else if kind % 100 <= 67 {
+                    // By total quantity (FIX OrderQty): what the order has
+                    // filled plus the open quantity above, give or take a
+                    // lot, so some ask for no more than is filled.
+                    let filled = self.engine.order(engine_id).map_or(0, |n| n.filled);
+                    let total = match (c >> 52) % 4 {
+                        0 => filled,
+                        1 => (filled + qty).saturating_sub(spec.lot_size),
+                        _ => filled + qty,
+                    };
+                    let replace = |order_id| Command::ReplaceTotal {
+                        account: who,
+                        order_id,
+                        price,
+                        qty: total,
+                        tag,
+                    };
+                    (replace(engine_id), replace(model_id))
                 } else {
                     let replace = |order_id| Command::Replace {
                         account: who,

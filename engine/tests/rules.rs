@@ -354,6 +354,57 @@ fn replace_reducing_quantity_keeps_priority() {
 }
 
 #[test]
+fn replace_by_total_quantity_takes_off_what_has_filled() {
+    let mut h = Harness::new();
+    let first = h.bid(ALICE, 9_990, 100);
+    let second = h.bid(CAROL, 9_990, 100);
+    // 30 of Alice's 100 fill; a request written before the fill asks for a
+    // total of 80, so 50 stay open (not 80): the order never exceeds 80.
+    h.order(BOB, Side::Sell, TimeInForce::Ioc, 9_990, 30);
+    let total = |qty| Command::ReplaceTotal {
+        account: ALICE,
+        order_id: first,
+        price: 9_990,
+        qty,
+        tag: 4,
+    };
+    let events = h.ok(total(80));
+    assert!(
+        matches!(
+            events[0],
+            Event::OrderReplaced {
+                qty: 50,
+                priority_kept: true,
+                ..
+            }
+        ),
+        "{events:?}"
+    );
+    // No more than has filled: rejected, the order unchanged.
+    for qty in [30, 20, 0] {
+        h.rejects(total(qty), RejectCode::InvalidQuantity);
+    }
+    // More than before: the open quantity grows and priority is lost.
+    let events = h.ok(total(120));
+    assert!(
+        matches!(
+            events[0],
+            Event::OrderReplaced {
+                qty: 90,
+                priority_kept: false,
+                ..
+            }
+        ),
+        "{events:?}"
+    );
+    let (taker, events) = h.order(BOB, Side::Sell, TimeInForce::Ioc, 9_990, 120);
+    assert_eq!(
+        trades(&events),
+        vec![(second, taker, 9_990, 100), (first, taker, 9_990, 20)]
+    );
+}
+
+#[test]
 fn replace_raising_quantity_or_moving_price_loses_priority() {
     for (price, qty) in [(9_990, 60), (9_980, 50)] {
         let mut h = Harness::new();

@@ -551,6 +551,7 @@ fn history(
                 Command::NewOrder { account, tag, .. }
                 | Command::Cancel { account, tag, .. }
                 | Command::Replace { account, tag, .. }
+                | Command::ReplaceTotal { account, tag, .. }
                 | Command::MassCancelAccount { account, tag, .. } => (Some(account), tag),
                 _ => (None, 0),
             };
@@ -823,6 +824,7 @@ fn reattach_session(
                     Command::NewOrder { account, tag, .. }
                     | Command::Cancel { account, tag, .. }
                     | Command::Replace { account, tag, .. }
+                    | Command::ReplaceTotal { account, tag, .. }
                     | Command::MassCancelAccount { account, tag, .. } => (Some(account), tag),
                     _ => (None, 0),
                 };

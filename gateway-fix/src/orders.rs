@@ -692,11 +692,14 @@ impl OrderBook {
             order_id: order.order_id,
             order_qty,
         });
-        step.command = Some(Command::Replace {
+        // By total quantity: the engine takes off what the order has
+        // executed by the time it applies the replace, fills in flight
+        // included.
+        step.command = Some(Command::ReplaceTotal {
             account: self.account,
             order_id: OrderId(order.order_id),
             price,
-            qty: order_qty - order.cum_qty,
+            qty: order_qty,
             tag,
         });
         step
@@ -1191,6 +1194,7 @@ pub fn command_tag(command: &Command) -> Option<u64> {
         Command::NewOrder { tag, .. }
         | Command::Cancel { tag, .. }
         | Command::Replace { tag, .. }
+        | Command::ReplaceTotal { tag, .. }
         | Command::MassCancelAccount { tag, .. } => Some(tag),
         _ => None,
     }

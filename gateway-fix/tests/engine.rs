@@ -1277,3 +1277,69 @@ fn subscriptions_cut_off_by_the_engine_are_reattached_without_losing_a_report() 
         }
     }
 }
+
+#[test]
+fn a_replace_racing_a_fill_never_leaves_the_order_larger_than_its_order_qty() {
+    let dir = tmpdir("replace-race");
+    let stack = start(&dir);
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.logon("alice-pw");
+    let mut bob = Client::connect(stack.addr, "BOB");
+    bob.logon("bob-pw");
+    alice.order("A1", "1", "10", "189", "1");
+    assert_fields(&alice.next_app(), &[(150, "0"), (11, "A1")]);
+
+    // Bob's sell fills 3 of Alice's 10 while her gateway has not seen the
+    // fill yet (the event thread is stalled): her replace to OrderQty 8 is
+    // written against CumQty 0.
+    let base = stack.pipeline.stats().durable_seq.load(Ordering::Acquire);
+    stack.app.pause_events(true);
+    // The event thread notices at its next turn (it waits 100 ms at most).
+    std::thread::sleep(Duration::from_millis(250));
+    bob.order("B1", "2", "3", "189", "3");
+    wait_for_commands(&stack, base, 1);
+    let now = format_utc_timestamp(now_ms());
+    alice.send(
+        "G",
+        &[
+            (11, "A2"),
+            (41, "A1"),
+            (21, "1"),
+            (55, "AAPL"),
+            (54, "1"),
+            (60, &now),
+            (38, "8"),
+            (40, "2"),
+            (44, "189"),
+            (59, "1"),
+        ],
+    );
+    wait_for_commands(&stack, base, 2);
+    stack.app.pause_events(false);
+    assert_fields(
+        &alice.next_app(),
+        &[(150, "F"), (11, "A1"), (14, "3"), (151, "7")],
+    );
+    // OrderQty 8 in all: 5 left open, not 8.
+    assert_fields(
+        &alice.next_app(),
+        &[
+            (150, "5"),
+            (11, "A2"),
+            (41, "A1"),
+            (38, "8"),
+            (14, "3"),
+            (151, "5"),
+        ],
+    );
+    // Bob sweeps 10: Alice fills 5 more and is done at 8.
+    for _ in 0..2 {
+        bob.next_app(); // B1's new and fill
+    }
+    bob.order("B2", "2", "10", "189", "3");
+    let fill = alice.next_app();
+    assert_fields(
+        &fill,
+        &[(150, "F"), (39, "2"), (32, "5"), (14, "8"), (151, "0")],
+    );
+}

@@ -759,11 +759,13 @@ pub async fn replace_order(
     }
     let outputs = state
         .bridge
-        .request(Command::Replace {
+        // By total quantity: the engine takes off what the order has
+        // filled by the time it applies it, fills in flight included.
+        .request(Command::ReplaceTotal {
             account: AccountId(account),
             order_id: OrderId(order.id),
             price,
-            qty: total - order.filled,
+            qty: total,
             tag,
         })
         .await?;

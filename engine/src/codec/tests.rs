@@ -151,6 +151,13 @@ fn command(rng: &mut Rng, kind: u8) -> Command {
             account: rng.account(),
         },
         18 => Command::EndOfDay,
+        19 => Command::ReplaceTotal {
+            account: rng.account(),
+            order_id: rng.order(),
+            price: rng.next(),
+            qty: rng.next(),
+            tag: rng.next(),
+        },
         _ => unreachable!(),
     }
 }
@@ -286,7 +293,7 @@ fn event(rng: &mut Rng, kind: u8) -> Event {
 #[test]
 fn every_command_kind_round_trips_with_a_fixed_length() {
     let mut rng = Rng(1);
-    for kind in 1..=18u8 {
+    for kind in 1..=19u8 {
         let mut length = None;
         for _ in 0..200 {
             let sequenced = SequencedCommand {

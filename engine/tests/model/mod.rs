@@ -432,6 +432,22 @@ impl Model {
                 self.replace(account, order_id, price, qty, tag, out)
                     .map_err(|c| (account, order_id, c, tag))?;
             }
+            Command::ReplaceTotal {
+                account,
+                order_id,
+                price,
+                qty,
+                tag,
+            } => {
+                let e = |c| (account, order_id, c, tag);
+                let (_, order) = self.owned(account, order_id).map_err(e)?;
+                let open = qty
+                    .checked_sub(order.filled)
+                    .filter(|open| *open > 0)
+                    .ok_or(e(RejectCode::InvalidQuantity))?;
+                self.replace(account, order_id, price, open, tag, out)
+                    .map_err(e)?;
+            }
             Command::MassCancelAccount {
                 account,
                 symbol,
