@@ -214,17 +214,16 @@ fn ouch_and_rest_against_a_spawned_server_with_their_baselines() {
     );
 }
 
-/// FIX without replaces: a replace that races a partial fill makes the FIX
-/// gateway's order quantity disagree with the requested OrderQty (its
-/// `debug_assert` in `orders.rs` fires in debug builds); see
-/// docs/BENCHMARKS.md, section 6. Put `replace` back once that is fixed.
+/// FIX with the full mix: replaces race fills here (the gateway replaces
+/// by total quantity, `Command::ReplaceTotal`, so the order never exceeds
+/// its OrderQty; a debug build asserts it).
 #[test]
 fn fix_against_a_spawned_server_with_its_baseline() {
     run_and_check(
         "fix",
         &["fix"],
-        "new=45,marketable=10,cancel=45",
-        &["new", "marketable", "cancel"],
+        "new=45,marketable=10,cancel=27,replace=18",
+        &["new", "marketable", "cancel", "replace"],
     );
 }
 
