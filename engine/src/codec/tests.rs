@@ -521,7 +521,7 @@ fn documented_lengths_match_the_encoder() {
     };
     let commands = section("## Command kinds");
     let events = section("## Event kinds");
-    assert_eq!(commands.len(), 18);
+    assert_eq!(commands.len(), 19);
     assert_eq!(events.len(), 18);
     let mut rng = Rng(9);
     for (kind, total) in commands {
