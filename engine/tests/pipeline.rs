@@ -231,6 +231,52 @@ fn a_full_ring_answers_busy_and_the_engine_keeps_running() {
 }
 
 #[test]
+fn shutdown_is_not_held_up_by_producers_that_keep_sending() {
+    let dir = temp_dir("shutdown-busy");
+    let pipeline =
+        std::sync::Arc::new(Pipeline::start(config(&dir), EngineConfig::default()).unwrap());
+    drive(&pipeline, &setup_commands());
+    let (submitter, _handle) = pipeline.connect(&[], false);
+    let commands = workload(7, 1_000);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A producer that never stops on its own (a gateway with a backlog).
+    let producer = {
+        let (stop, pipeline) = (stop.clone(), pipeline.clone());
+        std::thread::spawn(move || {
+            let mut refused_while_stopping = 0u64;
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if submitter.submit(commands[i % commands.len()]).is_err() && pipeline.has_stopped()
+                {
+                    refused_while_stopping += 1;
+                }
+                i += 1;
+            }
+            refused_while_stopping
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let stopper = {
+        let pipeline = pipeline.clone();
+        std::thread::spawn(move || {
+            let finished = pipeline.shutdown();
+            let _ = done_tx.send(());
+            finished
+        })
+    };
+    let in_time = done_rx.recv_timeout(Duration::from_secs(10)).is_ok();
+    stop.store(true, Ordering::Relaxed);
+    let finished = stopper.join().unwrap().expect("first shutdown").unwrap();
+    assert!(in_time, "shutdown waited for a producer that kept sending");
+    assert!(finished.last_seq > 0);
+    assert!(
+        producer.join().unwrap() > 0,
+        "submits are refused once stopped"
+    );
+}
+
+#[test]
 fn a_slow_consumer_is_cut_off_with_a_reason() {
     let dir = temp_dir("slow");
     let mut cfg = config(&dir);

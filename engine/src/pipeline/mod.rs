@@ -249,6 +249,15 @@ impl Submitter {
 
     /// Hands a command to the engine, or fails at once with `Busy`.
     pub fn submit(&self, command: Command) -> Result<(), Busy> {
+        // Stopping: what is in the ring is drained, nothing new gets in, so
+        // producers that keep sending cannot hold the shutdown up.
+        if self.shared.stop.load(Ordering::Acquire) {
+            self.shared
+                .stats
+                .busy_rejections
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Busy);
+        }
         let inbound = Inbound {
             session: self.session,
             command,
