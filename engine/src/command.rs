@@ -156,8 +156,10 @@ pub enum Command {
     /// executed included (FIX OrderQty): the new open quantity is `qty`
     /// minus what the order has filled when the engine applies it, so a
     /// fill racing the request never leaves the order larger than asked.
-    /// `qty` not above the filled quantity is rejected (`InvalidQuantity`).
-    /// Priority as for `Replace`.
+    /// A positive `qty` at or below the filled quantity cancels the rest
+    /// (`OrderCancelled`, reason `Requested`: what FIX prescribes when a
+    /// replace and the fills that complete it cross); 0 is rejected
+    /// (`InvalidQuantity`). Priority as for `Replace`.
     ReplaceTotal {
         account: AccountId,
         order_id: OrderId,

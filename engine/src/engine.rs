@@ -352,10 +352,12 @@ impl Engine {
                 let result = self.owned_resting(account, order_id).and_then(|slot| {
                     let filled = self.orders.nodes[slot as usize].filled;
                     match qty.checked_sub(filled) {
+                        _ if qty == 0 => Err(RejectCode::InvalidQuantity),
                         Some(open) if open > 0 => {
                             self.replace(account, order_id, price, open, tag, out)
                         }
-                        _ => Err(RejectCode::InvalidQuantity),
+                        // Filled up to the new total already: the rest goes.
+                        _ => self.cancel(account, order_id, tag, out),
                     }
                 });
                 if let Err(code) = result {

@@ -1015,6 +1015,28 @@ impl OrderBook {
                 let Some(order) = self.orders.get_mut(&order_id.0) else {
                     return step;
                 };
+                if let Some(Pending::Replace { cl_ord_id, .. }) = pending {
+                    // A replace to an OrderQty the order had already filled
+                    // (fills crossed it): the balance is cancelled and the
+                    // replace reported with the order filled (FIX 4.4,
+                    // Volume 4, the replace that crosses an execution).
+                    order.orig_cl_ord_id = Some(std::mem::replace(&mut order.cl_ord_id, cl_ord_id));
+                    order.leaves = 0;
+                    order.order_qty = order.cum_qty;
+                    order.status = b'2';
+                    let order = order.clone();
+                    let m = self.report(
+                        &order,
+                        exec_id(exec_n),
+                        b'5',
+                        None,
+                        ts,
+                        vec![(58, text("replaced to the quantity already filled"))],
+                    );
+                    self.remember(&order, &mut step);
+                    step.replies.push(m);
+                    return step;
+                }
                 if let Some(Pending::Cancel { cl_ord_id, .. }) = pending {
                     order.orig_cl_ord_id = Some(std::mem::replace(&mut order.cl_ord_id, cl_ord_id));
                 }

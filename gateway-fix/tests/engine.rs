@@ -1342,4 +1342,59 @@ fn a_replace_racing_a_fill_never_leaves_the_order_larger_than_its_order_qty() {
         &fill,
         &[(150, "F"), (39, "2"), (32, "5"), (14, "8"), (151, "0")],
     );
+    for _ in 0..3 {
+        bob.next_app(); // B2's new, its fill, the cancelled rest
+    }
+
+    // A replace to OrderQty 5 crosses fills of 6: the balance is cancelled
+    // and the replace reported as filled (OrderQty = CumQty = 6), not left
+    // open with 4 more to trade.
+    alice.order("A3", "1", "10", "188", "1");
+    assert_fields(&alice.next_app(), &[(150, "0"), (11, "A3")]);
+    stack.app.pause_events(true);
+    std::thread::sleep(Duration::from_millis(250));
+    let base = stack.pipeline.stats().durable_seq.load(Ordering::Acquire);
+    bob.order("B3", "2", "6", "188", "3");
+    wait_for_commands(&stack, base, 1);
+    let now = format_utc_timestamp(now_ms());
+    alice.send(
+        "G",
+        &[
+            (11, "A4"),
+            (41, "A3"),
+            (21, "1"),
+            (55, "AAPL"),
+            (54, "1"),
+            (60, &now),
+            (38, "5"),
+            (40, "2"),
+            (44, "188"),
+            (59, "1"),
+        ],
+    );
+    wait_for_commands(&stack, base, 2);
+    stack.app.pause_events(false);
+    assert_fields(
+        &alice.next_app(),
+        &[(150, "F"), (11, "A3"), (14, "6"), (151, "4")],
+    );
+    assert_fields(
+        &alice.next_app(),
+        &[
+            (150, "5"),
+            (39, "2"),
+            (11, "A4"),
+            (41, "A3"),
+            (38, "6"),
+            (14, "6"),
+            (151, "0"),
+        ],
+    );
+    // Nothing of A3 rests any more: Bob's next sell finds no buyer.
+    for _ in 0..2 {
+        bob.next_app(); // B3's new and fill
+    }
+    bob.order("B4", "2", "4", "188", "3");
+    assert_fields(&bob.next_app(), &[(150, "0"), (11, "B4")]);
+    assert_fields(&bob.next_app(), &[(150, "4"), (11, "B4"), (14, "0")]);
 }

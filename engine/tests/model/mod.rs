@@ -440,13 +440,16 @@ impl Model {
                 tag,
             } => {
                 let e = |c| (account, order_id, c, tag);
-                let (_, order) = self.owned(account, order_id).map_err(e)?;
-                let open = qty
-                    .checked_sub(order.filled)
-                    .filter(|open| *open > 0)
-                    .ok_or(e(RejectCode::InvalidQuantity))?;
-                self.replace(account, order_id, price, open, tag, out)
-                    .map_err(e)?;
+                let (symbol, order) = self.owned(account, order_id).map_err(e)?;
+                if qty == 0 {
+                    return Err(e(RejectCode::InvalidQuantity));
+                }
+                if qty <= order.filled {
+                    self.cancel_one(symbol, order_id.0, CancelReason::Requested, tag, out);
+                } else {
+                    self.replace(account, order_id, price, qty - order.filled, tag, out)
+                        .map_err(e)?;
+                }
             }
             Command::MassCancelAccount {
                 account,
