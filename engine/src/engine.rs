@@ -354,10 +354,13 @@ impl Engine {
                     match qty.checked_sub(filled) {
                         _ if qty == 0 => Err(RejectCode::InvalidQuantity),
                         Some(open) if open > 0 => {
-                            self.replace(account, order_id, price, open, tag, out)
+                            self.replace_at(slot, account, order_id, price, open, tag, out)
                         }
                         // Filled up to the new total already: the rest goes.
-                        _ => self.cancel(account, order_id, tag, out),
+                        _ => {
+                            self.cancel_at(slot, tag, out);
+                            Ok(())
+                        }
                     }
                 });
                 if let Err(code) = result {
@@ -1088,11 +1091,16 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
         let slot = self.owned_resting(account, order_id)?;
+        self.cancel_at(slot, tag, out);
+        Ok(())
+    }
+
+    /// Cancels the owned resting order in `slot` on request.
+    fn cancel_at(&mut self, slot: u32, tag: u64, out: &mut Vec<Event>) {
         if self.orders.is_large() {
             self.orders.prefetch_neighbours(slot);
         }
         self.cancel_resting(slot, CancelReason::Requested, tag, out);
-        Ok(())
     }
 
     /// Cancels a resting order with the same effects and events as
@@ -1180,6 +1188,21 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
         let slot = self.owned_resting(account, order_id)?;
+        self.replace_at(slot, account, order_id, price, qty, tag, out)
+    }
+
+    /// Replaces the owned resting order in `slot` (`order_id`).
+    #[allow(clippy::too_many_arguments)]
+    fn replace_at(
+        &mut self,
+        slot: u32,
+        account: AccountId,
+        order_id: OrderId,
+        price: u64,
+        qty: u64,
+        tag: u64,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RejectCode> {
         let node = self.orders.nodes[slot as usize];
         let side = side_of(&node);
         let symbol = SymbolId(node.symbol);
