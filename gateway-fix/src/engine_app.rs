@@ -525,17 +525,9 @@ fn history(
         .map(|s| lock(&s.book).last_seq() + 1)
         .min()
         .unwrap_or(until + 1);
-    let (mut engine, mut hasher, mut book) = match load_snapshot(data_dir) {
-        Ok(Some((header, engine, _))) if header.seq < first_needed && header.seq <= until => {
-            let book = MarketData::from_engine(&engine);
-            (engine, header.event_hasher, book)
-        }
-        _ => (
-            Engine::new(engine_config),
-            StableHasher::default(),
-            MarketData::new(),
-        ),
-    };
+    let (mut engine, mut hasher) =
+        engine_before(data_dir, engine_config, first_needed.min(until + 1));
+    let mut book = MarketData::from_engine(&engine);
     let mut count = 0;
     let mut replies: Vec<Vec<OutboundMessage>> = per.iter().map(|_| Vec::new()).collect();
     let mut journals: Vec<Vec<String>> = per.iter().map(|_| Vec::new()).collect();
@@ -547,14 +539,7 @@ fn history(
         Some(until),
         |command, events| {
             book.apply_all(events);
-            let (account, tag) = match command.command {
-                Command::NewOrder { account, tag, .. }
-                | Command::Cancel { account, tag, .. }
-                | Command::Replace { account, tag, .. }
-                | Command::ReplaceTotal { account, tag, .. }
-                | Command::MassCancelAccount { account, tag, .. } => (Some(account), tag),
-                _ => (None, 0),
-            };
+            let (account, tag) = command_origin(&command.command);
             for (i, session) in per.iter().enumerate() {
                 let mut orders = lock(&session.book);
                 if command.seq <= orders.last_seq() {
@@ -598,10 +583,6 @@ struct Cursor {
     /// Outputs of `seq` received so far (a subscription can be cut off in
     /// the middle of a command's outputs).
     seen: u32,
-    /// Set once re-attached: the session's own commands' outputs then
-    /// arrive only where they name its account (their origin, the
-    /// session's submitter, has no subscription any more).
-    via_account: bool,
 }
 
 /// What the event thread needs besides its subscriptions.
@@ -631,7 +612,6 @@ fn event_loop(
             seq: 0,
             exec_n: 0,
             seen: 0,
-            via_account: false,
         })
         .collect();
     let mut alive: Vec<bool> = per.iter().map(|_| true).collect();
@@ -757,14 +737,13 @@ fn event_loop(
 /// the new subscription's first: returns that last command's sequence number.
 fn subscribe_again(
     context: &EventContext,
+    session: brokerx_engine::pipeline::SessionId,
     accounts: &[AccountId],
     everything: bool,
 ) -> Result<(SessionHandle, u64), String> {
-    // The new submitter is not used: commands keep going through the
-    // session's own submitter, and its outputs reach the new subscription
-    // through the account (ownership comes from the ClOrdID tag, see
-    // `owns_output`).
-    let (_, handle) = context.pipeline.connect(accounts, everything);
+    // Under the same engine session id: outputs of the session's commands
+    // stay its own.
+    let handle = context.pipeline.reconnect(session, accounts, everything);
     let until = handle
         .registered_after(Duration::from_secs(10))
         .ok_or("the engine did not register the new subscription (stopped?)")?;
@@ -789,7 +768,7 @@ fn reattach_session(
     stats: &EngineAppStats,
 ) -> Result<SessionHandle, String> {
     let account = session.spec.account;
-    let (handle, until) = subscribe_again(context, &[account], false)?;
+    let (handle, until) = subscribe_again(context, session.submitter.session(), &[account], false)?;
     let mut replies = Vec::new();
     let mut journal = Vec::new();
     {
@@ -802,12 +781,8 @@ fn reattach_session(
         } else {
             folded + 1
         };
-        let (mut engine, mut hasher) = match load_snapshot(&context.data_dir) {
-            Ok(Some((header, engine, _))) if header.seq < first_needed => {
-                (engine, header.event_hasher)
-            }
-            _ => (Engine::new(context.engine_config), StableHasher::default()),
-        };
+        let (mut engine, mut hasher) =
+            engine_before(&context.data_dir, context.engine_config, first_needed);
         let mut count = 0;
         replay_journal(
             &context.data_dir,
@@ -820,14 +795,7 @@ fn reattach_session(
                 if command.seq <= folded && !partial {
                     return;
                 }
-                let (origin, tag) = match command.command {
-                    Command::NewOrder { account, tag, .. }
-                    | Command::Cancel { account, tag, .. }
-                    | Command::Replace { account, tag, .. }
-                    | Command::ReplaceTotal { account, tag, .. }
-                    | Command::MassCancelAccount { account, tag, .. } => (Some(account), tag),
-                    _ => (None, 0),
-                };
+                let (origin, tag) = command_origin(&command.command);
                 let own = origin == Some(account) && book.owns_tag(tag);
                 if !partial {
                     cursor.seq = command.seq;
@@ -836,10 +804,9 @@ fn reattach_session(
                 }
                 // The outputs the engine routes to this session, in order:
                 // all of its own commands', and those naming its account.
-                let all = own && !cursor.via_account;
                 let mut routed = 0;
                 for (k, event) in events.iter().enumerate() {
-                    if !all && !accounts_of(event).contains(&Some(account)) {
+                    if !own && !accounts_of(event).contains(&Some(account)) {
                         continue;
                     }
                     routed += 1;
@@ -863,7 +830,6 @@ fn reattach_session(
         .map_err(|e| e.to_string())?;
         journal.push(format!("S {}", book.last_seq()));
     }
-    cursor.via_account = true;
     session.write_journal(&journal);
     if !replies.is_empty() {
         stats
@@ -883,20 +849,12 @@ fn reattach_session(
 /// Re-attaches the market data feed: a new broadcast subscription, and the
 /// books rebuilt from the journal up to where it starts.
 fn reattach_market_data(context: &EventContext, feed: &mut MdFeed) -> Result<(), String> {
-    let (handle, until) = subscribe_again(context, &[], true)?;
+    let (handle, until) = subscribe_again(context, feed.handle.id, &[], true)?;
     // From the newest snapshot at or before `until` (its books read from
     // the engine image), or from the start.
-    let (mut engine, mut hasher, mut book) = match load_snapshot(&context.data_dir) {
-        Ok(Some((header, engine, _))) if header.seq <= until => {
-            let book = MarketData::from_engine(&engine);
-            (engine, header.event_hasher, book)
-        }
-        _ => (
-            Engine::new(context.engine_config),
-            StableHasher::default(),
-            MarketData::new(),
-        ),
-    };
+    let (mut engine, mut hasher) =
+        engine_before(&context.data_dir, context.engine_config, until + 1);
+    let mut book = MarketData::from_engine(&engine);
     let mut count = 0;
     replay_journal(
         &context.data_dir,
@@ -921,33 +879,6 @@ fn reattach_market_data(context: &EventContext, feed: &mut MdFeed) -> Result<(),
     Ok(())
 }
 
-/// Whether an output is the answer to one of this session's own requests,
-/// known from the request's tag: outputs of commands sent through the
-/// session's submitter reach a re-attached subscription as the account's
-/// outputs, not as its own.
-fn owns_output(book: &OrderBook, account: AccountId, event: &Event) -> bool {
-    match *event {
-        Event::OrderAccepted {
-            account: a, tag, ..
-        }
-        | Event::Rejected {
-            account: a, tag, ..
-        }
-        | Event::OrderReplaced {
-            account: a, tag, ..
-        }
-        | Event::OrderCancelled {
-            account: a, tag, ..
-        } => a == account && book.owns_tag(tag),
-        Event::MassCancelled {
-            account: Some(a),
-            tag,
-            ..
-        } => a == account && book.owns_tag(tag),
-        _ => false,
-    }
-}
-
 /// Turns one session's outputs into reports, journals and sends them.
 fn serve(
     session: &PerSession,
@@ -960,7 +891,7 @@ fn serve(
     let mut journal = Vec::new();
     {
         let mut book = lock(&session.book);
-        for mut out in batch.drain(..) {
+        for out in batch.drain(..) {
             if out.seq <= book.last_seq() && out.seq != cursor.seq {
                 continue; // folded in at start-up
             }
@@ -970,9 +901,6 @@ fn serve(
                 cursor.seen = 0;
             }
             cursor.seen += 1;
-            if !out.own {
-                out.own = owns_output(&book, session.spec.account, &out.event);
-            }
             let step = book.on_output(&out, &mut cursor.exec_n);
             replies.extend(step.replies);
             journal.extend(step.journal);
@@ -1185,5 +1113,32 @@ fn md_step(
         for (session, m) in outgoing {
             sessions.send(&session, vec![m]);
         }
+    }
+}
+
+/// The account and tag of an order command (what tells which session's
+/// request it was), or `(None, 0)`.
+fn command_origin(command: &Command) -> (Option<AccountId>, u64) {
+    match *command {
+        Command::NewOrder { account, tag, .. }
+        | Command::Cancel { account, tag, .. }
+        | Command::Replace { account, tag, .. }
+        | Command::ReplaceTotal { account, tag, .. }
+        | Command::MassCancelAccount { account, tag, .. } => (Some(account), tag),
+        _ => (None, 0),
+    }
+}
+
+/// A scratch engine to replay the journal on: the newest snapshot taken
+/// before sequence number `before`, or an empty engine (replay from the
+/// start).
+fn engine_before(
+    data_dir: &std::path::Path,
+    config: EngineConfig,
+    before: u64,
+) -> (Engine, StableHasher) {
+    match load_snapshot(data_dir) {
+        Ok(Some((header, engine, _))) if header.seq < before => (engine, header.event_hasher),
+        _ => (Engine::new(config), StableHasher::default()),
     }
 }
