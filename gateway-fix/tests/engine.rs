@@ -288,6 +288,28 @@ impl Client {
     }
 }
 
+impl Client {
+    /// OrderCancelReplaceRequest of a limit buy in AAPL.
+    fn replace_buy(&mut self, cl: &str, orig: &str, qty: &str, price: &str, tif: &str) {
+        let now = format_utc_timestamp(now_ms());
+        self.send(
+            "G",
+            &[
+                (11, cl),
+                (41, orig),
+                (21, "1"),
+                (55, "AAPL"),
+                (54, "1"),
+                (60, &now),
+                (38, qty),
+                (40, "2"),
+                (44, price),
+                (59, tif),
+            ],
+        );
+    }
+}
+
 fn assert_fields(m: &Msg, want: &[(u32, &str)]) {
     for (tag, value) in want {
         assert_eq!(
@@ -1298,22 +1320,7 @@ fn a_replace_racing_a_fill_never_leaves_the_order_larger_than_its_order_qty() {
     std::thread::sleep(Duration::from_millis(250));
     bob.order("B1", "2", "3", "189", "3");
     wait_for_commands(&stack, base, 1);
-    let now = format_utc_timestamp(now_ms());
-    alice.send(
-        "G",
-        &[
-            (11, "A2"),
-            (41, "A1"),
-            (21, "1"),
-            (55, "AAPL"),
-            (54, "1"),
-            (60, &now),
-            (38, "8"),
-            (40, "2"),
-            (44, "189"),
-            (59, "1"),
-        ],
-    );
+    alice.replace_buy("A2", "A1", "8", "189", "1");
     wait_for_commands(&stack, base, 2);
     stack.app.pause_events(false);
     assert_fields(
@@ -1356,22 +1363,7 @@ fn a_replace_racing_a_fill_never_leaves_the_order_larger_than_its_order_qty() {
     let base = stack.pipeline.stats().durable_seq.load(Ordering::Acquire);
     bob.order("B3", "2", "6", "188", "3");
     wait_for_commands(&stack, base, 1);
-    let now = format_utc_timestamp(now_ms());
-    alice.send(
-        "G",
-        &[
-            (11, "A4"),
-            (41, "A3"),
-            (21, "1"),
-            (55, "AAPL"),
-            (54, "1"),
-            (60, &now),
-            (38, "5"),
-            (40, "2"),
-            (44, "188"),
-            (59, "1"),
-        ],
-    );
+    alice.replace_buy("A4", "A3", "5", "188", "1");
     wait_for_commands(&stack, base, 2);
     stack.app.pause_events(false);
     assert_fields(
