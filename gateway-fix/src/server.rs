@@ -656,6 +656,10 @@ fn connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     Ok(())
 }
 
+/// How long a Logon waits for the session's previous connection to finish
+/// tearing down before it is refused as a second connection.
+const RELOGON_GRACE: Duration = Duration::from_millis(1_000);
+
 /// Identify the session of a first frame and claim it; `None` means close silently
 /// (unknown CompIDs, or the session already has a connection).
 fn open_session<'a>(frame: &[u8], stream: &TcpStream, shared: &'a Shared) -> Option<Claim<'a>> {
@@ -666,10 +670,20 @@ fn open_session<'a>(frame: &[u8], stream: &TcpStream, shared: &'a Shared) -> Opt
             && get(49) == Some(id.target_comp_id.as_bytes())
     })?;
     let writer = stream.try_clone().ok()?;
-    let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
-    if guard.claimed {
-        return None;
-    }
+    // A peer that drops its connection and logs on again at once races the
+    // old connection's teardown: give that a moment before refusing.
+    let deadline = Instant::now() + RELOGON_GRACE;
+    let mut guard = loop {
+        let guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if !guard.claimed {
+            break guard;
+        }
+        drop(guard);
+        if Instant::now() >= deadline || shared.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
     guard.claimed = true;
     guard.writer = Some(writer);
     guard.session.reopen(now_ms());

@@ -1132,6 +1132,30 @@ fn a_second_logon_for_a_connected_session_is_refused() {
     assert_fields(&m, &[(150, "0"), (11, "S1"), (34, "2")]);
 }
 
+/// A peer that drops its connection and logs on again at once is answered,
+/// though the gateway may not have seen the close yet.
+#[test]
+fn an_immediate_logon_after_a_drop_is_answered() {
+    let dir = tmpdir("relogon");
+    let stack = start(&dir);
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.logon("alice-pw");
+    let mut answered_seq = 0;
+    for _ in 0..20 {
+        let seq = alice.seq;
+        drop(alice);
+        alice = Client::connect(stack.addr, "ALICE");
+        alice.seq = seq;
+        // `logon` fails unless the answer is a Logon; its sequence number
+        // carries on from the last connection's.
+        let answer: u64 = alice.logon("alice-pw")[&34].parse().unwrap();
+        assert!(answer > answered_seq, "{answer} after {answered_seq}");
+        answered_seq = answer;
+    }
+    alice.order("S1", "1", "1", "190", "0");
+    assert_fields(&alice.next_app(), &[(150, "0"), (11, "S1")]);
+}
+
 /// Waits until the engine has sequenced `n` commands after the bootstrap.
 fn wait_for_commands(stack: &Stack, from: u64, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);

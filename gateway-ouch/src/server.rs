@@ -1293,12 +1293,7 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
         );
     };
     let today = user.lock().today.number;
-    if !session_ok(shared, &requested_session, today)
-        || user
-            .connected
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-    {
+    if !session_ok(shared, &requested_session, today) || !claim_session(shared, &user) {
         count(&stats.logins_rejected_session_unavailable);
         shared.meters.surface.error("login_session_unavailable");
         tracing::warn!(
@@ -1341,6 +1336,31 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long a login waits for the user's previous connection to finish
+/// tearing down. A client that drops its connection and logs straight in
+/// again would otherwise race the server noticing the close; a second
+/// client on a live session is still refused, only this much later.
+const RELOGIN_GRACE: Duration = Duration::from_millis(1_000);
+
+/// Takes the user's `connected` flag for this connection, waiting up to
+/// [`RELOGIN_GRACE`] for a previous connection to release it.
+fn claim_session(shared: &Shared, user: &User) -> bool {
+    let deadline = Instant::now() + RELOGIN_GRACE;
+    loop {
+        if user
+            .connected
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return true;
+        }
+        if Instant::now() >= deadline || shared.stop.load(Ordering::Acquire) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// A requested session name is blank or the current day's.
@@ -1439,6 +1459,9 @@ fn logged_in(
         }
     }
     alive.store(false, Ordering::Release);
+    // Through the user's lock, so the writer cannot miss the wake-up between
+    // its look at `alive` and its wait (it would sleep a poll interval).
+    drop(user.lock());
     user.changed.notify_all();
     let _ = reader.stream.shutdown(Shutdown::Both);
     let day_closed = writer_thread.join().unwrap_or(false);

@@ -676,6 +676,46 @@ fn connection_limit_and_sequence_clamp() {
     assert_eq!(alice.received.last().unwrap().0, 2);
 }
 
+/// A client that drops its connection and logs straight in again is let in,
+/// without retrying, though the server may not have seen the close yet.
+/// A second client on a live session is still refused.
+#[test]
+fn immediate_relogin_after_a_drop_is_accepted() {
+    let dir = temp_dir("relogin");
+    let pipeline = start_pipeline(&dir);
+    let server = start_server(&pipeline, ouch_config(&dir));
+    let addr = server.local_addr();
+    // Two users at once, so the server's threads compete for the cores and
+    // the old connection's teardown is more often still running.
+    let relogins = |user: &'static str, password: &'static str| {
+        std::thread::spawn(move || {
+            let mut client = Client::login(addr, user, password, 0).unwrap();
+            for round in 0..100 {
+                drop(client);
+                client = match Client::login(addr, user, password, 0) {
+                    Ok(client) => client,
+                    Err(reason) => panic!("{user} round {round}: re-login refused: {reason:?}"),
+                };
+            }
+            client
+        })
+    };
+    let bob = relogins("BOB", "bobpw");
+    let mut alice = relogins("ALICE", "alicepw").join().unwrap();
+    let _bob = bob.join().unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        Client::login(addr, "ALICE", "alicepw", 0).err(),
+        Some(LoginRejectReason::SessionNotAvailable)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a second connection is refused after a bounded wait"
+    );
+    alice.ouch(enter("A1", b'S', 1, PRICE, TIF_SYSTEM_HOURS));
+    assert!(matches!(alice.message(), Outbound::Accepted(_)));
+}
+
 /// Submits `Command::EndOfDay` through a session of its own, as an
 /// operator would, and waits for the engine's `DayEnded`.
 fn end_of_day(pipeline: &Pipeline) -> u32 {
