@@ -396,7 +396,7 @@ fn fills_reach_the_resting_order_owner_subscribed_to_its_account() {
         }],
     );
     let mut got_trade = false;
-    while let Ok(output) = maker.receiver.recv_timeout(Duration::from_millis(500)) {
+    while let Ok(output) = maker.receiver.recv_timeout(Duration::from_secs(5)) {
         assert!(!output.own);
         got_trade |= matches!(
             output.event,
@@ -579,13 +579,13 @@ fn a_failed_fsync_stops_the_pipeline_without_acknowledging() {
         if submitter.submit(*command).is_err() {
             break;
         }
-        match handle.receiver.recv_timeout(Duration::from_millis(500)) {
+        match handle.receiver.recv_timeout(Duration::from_secs(5)) {
             Ok(output) => {
                 acknowledged += 1;
                 while !output.last
                     && !handle
                         .receiver
-                        .recv_timeout(Duration::from_millis(500))
+                        .recv_timeout(Duration::from_secs(5))
                         .unwrap()
                         .last
                 {}
