@@ -43,6 +43,10 @@ impl From<CodecError> for SnapshotError {
     }
 }
 
+/// Bytes of one encoded order slot: price, leaves and filled (u64), seven
+/// u32 links and ids, and four one-byte fields.
+const NODE_BYTES: usize = 3 * 8 + 7 * 4 + 4;
+
 fn count(reader: &mut Reader, limit: u64, what: &'static str) -> Result<usize, SnapshotError> {
     let n = u64::get(reader)?;
     if n > limit {
@@ -172,7 +176,21 @@ impl Engine {
         let free_head = u32::get(&mut reader)?;
         let live = u32::get(&mut reader)?;
         let nodes_len = count(&mut reader, max_orders as u64, "order slots")?;
-        let mut nodes = Vec::with_capacity(nodes_len.max(config.order_capacity as usize));
+        // A slot count the bytes left cannot hold is damage: refuse it
+        // before allocating for it.
+        if nodes_len > (reader_len(&reader) - reader.position()) / NODE_BYTES {
+            return Err(SnapshotError::Codec(CodecError::InvalidField(
+                "order slots",
+            )));
+        }
+        // The engine's up-front capacity, as `Engine::new` sizes it; a
+        // damaged config asking for more memory than there is is an error,
+        // not an abort.
+        let wanted = nodes_len.max(config.order_capacity.min(config.max_orders) as usize);
+        let mut nodes = Vec::new();
+        nodes
+            .try_reserve_exact(wanted)
+            .map_err(|_| SnapshotError::Codec(CodecError::InvalidField("order capacity")))?;
         for _ in 0..nodes_len {
             nodes.push(decode_node(&mut reader, nodes_len)?);
         }

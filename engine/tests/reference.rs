@@ -573,3 +573,22 @@ proptest! {
         prop_assert!(Engine::decode_snapshot(truncated).is_err());
     }
 }
+
+/// A snapshot whose config asks for more order slots than the machine has
+/// memory (the header damaged) is refused with an error: the decoder must
+/// not abort the process on the allocation. Found by the property above.
+#[test]
+fn a_snapshot_asking_for_impossible_capacity_is_refused() {
+    let pair = run(&raw_ops(11, 300), 1 << 20);
+    let mut image = Vec::new();
+    pair.engine.encode_snapshot(&mut image);
+    // After the format byte: order_capacity, then max_orders (u32 LE).
+    let mut damaged = image.clone();
+    damaged[1..5].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+    damaged[5..9].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+    if let Ok(engine) = Engine::decode_snapshot(&damaged) {
+        assert!(engine.check_invariants().is_ok());
+    }
+    let clean = Engine::decode_snapshot(&image).expect("the undamaged image decodes");
+    assert_eq!(clean, pair.engine);
+}
