@@ -32,7 +32,7 @@ use crate::orders::{format_price, OrderBook, Step, SymbolInfo};
 use crate::server::{now_ms, Sessions};
 use crate::session::{Application, InboundMessage, OutboundMessage, SessionId};
 use brokerx_engine::pipeline::{
-    accounts_of, load_snapshot, replay_journal, Output, Pipeline, SessionHandle, Submitter,
+    accounts_of, load_snapshot_at_most, replay_journal, Output, Pipeline, SessionHandle, Submitter,
 };
 use brokerx_engine::state::StableHasher;
 use brokerx_engine::{AccountId, Command, Engine, EngineConfig, Event, Side, SymbolId};
@@ -1137,8 +1137,13 @@ fn engine_before(
     config: EngineConfig,
     before: u64,
 ) -> (Engine, StableHasher) {
-    match load_snapshot(data_dir) {
-        Ok(Some((header, engine, _))) if header.seq < before => (engine, header.event_hasher),
+    // The newest snapshot before `before`, not just the newest: a snapshot
+    // taken since would otherwise mean a replay from the journal's start.
+    match before
+        .checked_sub(1)
+        .map(|at_most| load_snapshot_at_most(data_dir, at_most))
+    {
+        Some(Ok(Some((header, engine, _)))) => (engine, header.event_hasher),
         _ => (Engine::new(config), StableHasher::default()),
     }
 }

@@ -26,10 +26,11 @@
 use crate::db::Db;
 use crate::projection::{order_from_store, Effects, State, StreamItem, Write};
 use brokerx_engine::pipeline::{
-    load_snapshot, replay_journal, Busy, Output, Pipeline, SessionHandle, Submitter,
+    load_snapshot_at_most, replay_journal, Busy, Output, Pipeline, SessionHandle, Submitter,
 };
 use brokerx_engine::state::StableHasher;
 use brokerx_engine::{Command, Engine, EngineConfig};
+use rusqlite::OptionalExtension;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -89,7 +90,9 @@ fn scratch_engine(
 ) -> Result<Engine, String> {
     let mut engine = match engine {
         Some(engine) => engine,
-        None => match load_snapshot(data_dir).map_err(|e| e.to_string())? {
+        None => match load_snapshot_at_most(data_dir, until.unwrap_or(u64::MAX))
+            .map_err(|e| e.to_string())?
+        {
             Some((_, engine, _)) => engine,
             None => Engine::new(config),
         },
@@ -108,12 +111,16 @@ fn scratch_engine(
     Ok(engine)
 }
 
-fn load_store(db: &Db, state: &mut State) -> Result<(), String> {
+/// Loads the stored read model into `state`. Returns the sequence number
+/// the store is complete through: `Some(0)` for a store that has never
+/// projected anything, `None` for one written without a watermark.
+fn load_store(db: &Db, state: &mut State) -> Result<Option<u64>, String> {
     type Loaded = (
         Vec<String>,
         Vec<(u32, u32, u64, String)>,
         Vec<(u32, u64)>,
         Vec<(u32, String)>,
+        Option<u64>,
     );
     let loaded: Result<Loaded, rusqlite::Error> = db
         .call_blocking(|c| {
@@ -133,10 +140,24 @@ fn load_store(db: &Db, state: &mut State) -> Result<(), String> {
                 .prepare("SELECT symbol, body FROM trades ORDER BY match_id DESC LIMIT 2000")?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok((orders, costs, seqs, trades))
+            let stored: Option<String> = c
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'projected_through'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let activities: i64 =
+                c.query_row("SELECT COUNT(*) FROM activities", [], |r| r.get(0))?;
+            let watermark = match stored {
+                Some(text) => text.parse().ok(),
+                None if orders.is_empty() && activities == 0 => Some(0),
+                None => None,
+            };
+            Ok((orders, costs, seqs, trades, watermark))
         })
         .map_err(|_| "sqlite thread gone".to_string())?;
-    let (orders, costs, seqs, trades) = loaded.map_err(|e| format!("sqlite: {e}"))?;
+    let (orders, costs, seqs, trades, watermark) = loaded.map_err(|e| format!("sqlite: {e}"))?;
     for body in orders {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(&body) else {
             continue;
@@ -193,7 +214,7 @@ fn load_store(db: &Db, state: &mut State) -> Result<(), String> {
                 });
         }
     }
-    Ok(())
+    Ok(watermark)
 }
 
 fn write_all(db: &Db, writes: Vec<Write>) {
@@ -248,6 +269,11 @@ fn write_all(db: &Db, writes: Vec<Write>) {
                      ON CONFLICT(account, symbol) DO UPDATE SET qty = ?3, cost = ?4",
                     rusqlite::params![account, symbol, qty as i64, cost.to_string()],
                 ),
+                Write::Watermark(seq) => tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('projected_through', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = ?1",
+                    rusqlite::params![seq.to_string()],
+                ),
             };
             if let Err(e) = result {
                 tracing::error!(gateway = "rest", error = %e, "read model write failed");
@@ -275,19 +301,24 @@ impl Bridge {
             specs,
             ..State::default()
         };
-        let seeded = (|| -> Result<Engine, String> {
-            load_store(&db, &mut state)?;
-            let engine = scratch_engine(
-                &data_dir,
-                engine_config,
-                None,
-                Some(pipeline.recovered.last_seq),
-            )?;
+        let until = pipeline.recovered.last_seq;
+        // The store is complete through its watermark: seed the state as
+        // of then, and run what the journal holds after it through the
+        // projection below, as if live (a crash may have lost the writes
+        // of outputs the clients already saw). A store without one
+        // (written before watermarks) is seeded at the journal's end.
+        let seeded = (|| -> Result<(Engine, u64), String> {
+            let watermark = load_store(&db, &mut state)?;
+            let from = match watermark {
+                Some(w) if w < until => w,
+                _ => until,
+            };
+            let engine = scratch_engine(&data_dir, engine_config, None, Some(from))?;
             state.seed(&engine, &names, crate::time::now_ns());
-            Ok(engine)
+            Ok((engine, from))
         })();
-        let engine = match seeded {
-            Ok(engine) => engine,
+        let (engine, seeded_through) = match seeded {
+            Ok(seeded) => seeded,
             Err(e) => {
                 pipeline.disconnect(session);
                 return Err(e);
@@ -310,19 +341,29 @@ impl Bridge {
             db,
             alpaca_listeners: AtomicUsize::new(0),
         });
-        let consumer = Consumer {
+        let mut consumer = Consumer {
             bridge: bridge.clone(),
             handle,
-            scratch: Some(engine),
+            scratch: None,
             data_dir,
             engine_config,
             names,
-            seeded_through: pipeline.recovered.last_seq,
+            seeded_through,
             collected: Vec::new(),
             completions: Vec::new(),
             current_seq: 0,
             index_in_command: 0,
+            held: Vec::new(),
+            done_through: seeded_through,
         };
+        let engine = match consumer.catch_up(engine, until) {
+            Ok(engine) => engine,
+            Err(e) => {
+                pipeline.disconnect(session);
+                return Err(e);
+            }
+        };
+        consumer.scratch = Some(engine);
         let thread = std::thread::Builder::new()
             .name("rest-bridge".into())
             .spawn(move || consumer.run())
@@ -410,22 +451,97 @@ struct Consumer {
     /// one received.
     current_seq: u64,
     index_in_command: u32,
+    /// Store writes of the last command received, while more of its
+    /// outputs may still come: they go out with the rest of it, so a
+    /// watermark never falls inside a command.
+    held: Vec<Write>,
+    /// Every output of the commands up to here has been received.
+    done_through: u64,
 }
 
 impl Consumer {
+    /// At start: the journal's commands after what the store holds, up to
+    /// `until`, through [`Consumer::process`] (in bounded chunks).
+    fn catch_up(&mut self, mut engine: Engine, until: u64) -> Result<Engine, String> {
+        let from = engine.last_seq();
+        if from >= until {
+            return Ok(engine);
+        }
+        let mut outputs = Vec::new();
+        let mut hasher = StableHasher::default();
+        let mut count = 0u64;
+        let data_dir = self.data_dir.clone();
+        replay_journal(
+            &data_dir,
+            &mut engine,
+            &mut hasher,
+            &mut count,
+            Some(until),
+            |command, events| {
+                for (k, event) in events.iter().enumerate() {
+                    outputs.push(Output {
+                        seq: command.seq,
+                        timestamp_ns: command.timestamp_ns,
+                        event: *event,
+                        own: false,
+                        last: k + 1 == events.len(),
+                    });
+                }
+                if outputs.len() >= 4096 {
+                    self.process(&mut outputs, command.seq);
+                }
+            },
+        )
+        .map_err(|e| format!("journal replay: {e}"))?;
+        self.process(&mut outputs, until);
+        self.bridge.db.flush_blocking();
+        tracing::info!(
+            gateway = "rest",
+            from = from + 1,
+            until,
+            "rest read model caught up from the journal"
+        );
+        self.seeded_through = until;
+        Ok(engine)
+    }
+
     fn run(mut self) {
         let mut batch: Vec<Output> = Vec::with_capacity(1024);
+        let pipeline = self.bridge.pipeline.clone();
+        let stats = pipeline.stats();
         loop {
             if self.bridge.stop.load(Ordering::Acquire) {
+                // What is queued, and the writes of its last command if
+                // it is whole, go to the store before the thread ends.
+                let published = stats.published_seq.load(Ordering::Acquire);
+                batch.extend(self.handle.receiver.try_iter());
+                self.process(&mut batch, published);
                 break;
             }
             if self.bridge.paused.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
-            match self.handle.receiver.recv_timeout(Duration::from_millis(50)) {
+            // Held writes wait for the engine to finish handing over their
+            // command, which is a matter of microseconds: look again soon.
+            let wait = if self.held.is_empty() { 50 } else { 1 };
+            match self
+                .handle
+                .receiver
+                .recv_timeout(Duration::from_millis(wait))
+            {
                 Ok(output) => batch.push(output),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    // Idle: the held writes of the last command go out
+                    // once the engine has handed over all of its outputs.
+                    if !self.held.is_empty() {
+                        let published = stats.published_seq.load(Ordering::Acquire);
+                        if self.handle.receiver.is_empty() {
+                            self.process(&mut batch, published);
+                        }
+                    }
+                    continue;
+                }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                     if self.bridge.stop.load(Ordering::Acquire) {
                         break;
@@ -447,12 +563,20 @@ impl Consumer {
                     }
                 }
             }
+            // Read before the queue is found empty: every output of the
+            // commands up to it is then in hand.
+            let published = stats.published_seq.load(Ordering::Acquire);
+            let mut drained = false;
             while batch.len() < 1024 {
                 match self.handle.receiver.try_recv() {
                     Ok(output) => batch.push(output),
-                    Err(_) => break,
+                    Err(_) => {
+                        drained = true;
+                        break;
+                    }
                 }
             }
+            let complete_through = if drained { published } else { 0 };
             // A gap before the first live output: fill it from the journal.
             if let Some(engine) = self.scratch.take() {
                 let first = batch[0].seq;
@@ -475,24 +599,40 @@ impl Consumer {
                     }
                 }
             }
-            self.process(&mut batch);
+            self.process(&mut batch, complete_through);
         }
     }
 
     /// Folds outputs into the read model, writes and streams what they
     /// change, then answers the requests they complete.
-    fn process(&mut self, batch: &mut Vec<Output>) {
-        let mut effects = Effects::default();
+    ///
+    /// `complete_through`: every output of the commands up to it has been
+    /// received (by this batch or earlier). The store's writes go out whole
+    /// commands at a time with a watermark after them; those of a command
+    /// that may still have outputs to come wait for the rest.
+    fn process(&mut self, batch: &mut Vec<Output>, complete_through: u64) {
+        let mut effects = Effects {
+            writes: std::mem::take(&mut self.held),
+            ..Effects::default()
+        };
+        // Where the writes of the last command received begin.
+        let mut last_command_writes = 0;
+        let mut last_was_own_last = false;
         {
             let mut state = self.bridge.state.write().unwrap_or_else(|e| e.into_inner());
             state.render_alpaca = self.bridge.alpaca_listeners.load(Ordering::Acquire) > 0;
             for output in batch.drain(..) {
                 if output.seq != self.current_seq {
+                    // Outputs come in sequence order: the command before
+                    // this one has had all of its outputs.
+                    self.done_through = self.done_through.max(self.current_seq);
+                    last_command_writes = effects.writes.len();
                     self.current_seq = output.seq;
                     self.index_in_command = 0;
                 } else {
                     self.index_in_command += 1;
                 }
+                last_was_own_last = output.own && output.last;
                 if output.seq > self.seeded_through {
                     state.apply(&output, self.index_in_command, &mut effects);
                 }
@@ -509,7 +649,19 @@ impl Consumer {
                 }
             }
         }
-        write_all(&self.bridge.db, std::mem::take(&mut effects.writes));
+        if last_was_own_last || self.current_seq <= complete_through {
+            self.done_through = self.done_through.max(self.current_seq);
+        } else {
+            self.held = effects.writes.split_off(last_command_writes);
+        }
+        let mut writes = std::mem::take(&mut effects.writes);
+        // Only with writes: outputs that change nothing in the store leave
+        // it complete through the older watermark too (replaying them
+        // after a crash writes nothing either).
+        if !writes.is_empty() {
+            writes.push(Write::Watermark(self.done_through.max(self.seeded_through)));
+        }
+        write_all(&self.bridge.db, writes);
         for item in effects.stream {
             let _ = self.bridge.stream_tx.send(item);
         }
@@ -545,8 +697,8 @@ impl Consumer {
         } else {
             self.seeded_through + 1
         };
-        let mut engine = match load_snapshot(&self.data_dir) {
-            Ok(Some((header, engine, _))) if header.seq < first_needed => engine,
+        let mut engine = match load_snapshot_at_most(&self.data_dir, first_needed - 1) {
+            Ok(Some((_, engine, _))) => engine,
             _ => Engine::new(self.engine_config),
         };
         let (current_seq, received) = (self.current_seq, self.index_in_command);
@@ -593,7 +745,7 @@ impl Consumer {
         .map_err(|e| format!("journal replay: {e}"))?;
         self.handle = handle;
         let rebuilt = outputs.len();
-        self.process(&mut outputs);
+        self.process(&mut outputs, until);
         tracing::warn!(
             gateway = "rest",
             seq = until,

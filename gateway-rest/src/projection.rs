@@ -303,6 +303,10 @@ pub enum Write {
         qty: u64,
         cost: u128,
     },
+    /// Every output of the commands up to this sequence number is in the
+    /// store (written in the same transaction as the writes before it): a
+    /// restart replays the journal after it through the projection.
+    Watermark(u64),
 }
 
 #[derive(Default)]

@@ -64,6 +64,15 @@ pub fn write(dir: &Path, seq: u64, payload: &[u8]) -> Result<PathBuf, JournalErr
 /// not exist); [`JournalError::SnapshotsDamaged`] if it holds some but none
 /// verifies. Temp files (`*.snap.tmp`) and other names are ignored.
 pub fn load_latest(dir: &Path) -> Result<Option<LoadedSnapshot>, JournalError> {
+    load_newest_at_most(dir, u64::MAX)
+}
+
+/// Like [`load_latest`], among the snapshots that include no command after
+/// `max_seq` (a reader that needs the state as of an earlier point).
+pub fn load_newest_at_most(
+    dir: &Path,
+    max_seq: u64,
+) -> Result<Option<LoadedSnapshot>, JournalError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -77,7 +86,9 @@ pub fn load_latest(dir: &Path) -> Result<Option<LoadedSnapshot>, JournalError> {
             .to_str()
             .and_then(parse_snapshot_file_name)
         {
-            candidates.push((seq, entry.path()));
+            if seq <= max_seq {
+                candidates.push((seq, entry.path()));
+            }
         }
     }
     candidates.sort_by_key(|candidate| std::cmp::Reverse(candidate.0));

@@ -1,4 +1,4 @@
-//! Snapshot files: round trip, falling back past a damaged newest
+//! Snapshot files: round trip, the newest at or before a seq, falling back past a damaged newest
 //! snapshot (with the reason reported), ignoring temp files, and a clear
 //! error when no snapshot verifies.
 
@@ -32,6 +32,17 @@ fn write_then_load_latest() {
     assert_eq!(loaded.seq, 250);
     assert_eq!(loaded.payload, b"");
     assert!(loaded.skipped.is_empty());
+    // The newest that includes nothing after a given seq.
+    let at_most = |seq| {
+        snapshot::load_newest_at_most(&dir, seq)
+            .unwrap()
+            .map(|l| l.seq)
+    };
+    assert_eq!(at_most(249), Some(200));
+    assert_eq!(at_most(200), Some(200));
+    assert_eq!(at_most(150), Some(100));
+    assert_eq!(at_most(99), None);
+    assert_eq!(at_most(u64::MAX), Some(250));
     // Rewriting the same seq replaces it atomically.
     snapshot::write(&dir, 250, b"second").unwrap();
     assert_eq!(

@@ -29,8 +29,8 @@ pub use metrics::{
 };
 
 pub use recovery::{
-    journal_dir, load_snapshot, parse_snapshot, recover, replay_journal, snapshot_dir, Recovered,
-    RecoveryError, SnapshotHeader,
+    journal_dir, load_snapshot, load_snapshot_at_most, parse_snapshot, recover, replay_journal,
+    snapshot_dir, Recovered, RecoveryError, SnapshotHeader,
 };
 pub use routing::{accounts_of, InlineConsumer, Output, SessionHandle, SessionId, Subscription};
 
@@ -161,6 +161,11 @@ pub struct PipelineStats {
     /// batch awaits its fsync).
     pub sequenced_seq: AtomicU64,
     pub durable_seq: AtomicU64,
+    /// The last sequence number whose outputs have all been handed to
+    /// every consumer (stored after the hand-off, with Release): a consumer
+    /// that reads it, then finds its queue empty, has every output of the
+    /// commands up to it.
+    pub published_seq: AtomicU64,
     pub events: AtomicU64,
     pub consumers_cut_off: AtomicU64,
     pub snapshots: AtomicU64,
@@ -191,6 +196,7 @@ impl Default for PipelineStats {
             busy_rejections: AtomicU64::new(0),
             sequenced_seq: AtomicU64::new(0),
             durable_seq: AtomicU64::new(0),
+            published_seq: AtomicU64::new(0),
             events: AtomicU64::new(0),
             consumers_cut_off: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
@@ -318,6 +324,10 @@ impl Pipeline {
         shared
             .stats
             .durable_seq
+            .store(recovered.last_seq, Ordering::Release);
+        shared
+            .stats
+            .published_seq
             .store(recovered.last_seq, Ordering::Release);
         shared
             .stats
@@ -638,6 +648,10 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
             start = item.events_end;
         }
         router.flush_inline();
+        shared
+            .stats
+            .published_seq
+            .store(state.seq, Ordering::Release);
         shared
             .stats
             .events

@@ -110,7 +110,16 @@ pub fn parse_snapshot(payload: &[u8]) -> Result<(SnapshotHeader, Engine), Recove
 pub fn load_snapshot(
     data_dir: &Path,
 ) -> Result<Option<(SnapshotHeader, Engine, Vec<String>)>, RecoveryError> {
-    let Some(loaded) = snapshot::load_latest(&snapshot_dir(data_dir))? else {
+    load_snapshot_at_most(data_dir, u64::MAX)
+}
+
+/// The newest snapshot that includes no command after `max_seq`: the
+/// starting point for rebuilding the state as of `max_seq`.
+pub fn load_snapshot_at_most(
+    data_dir: &Path,
+    max_seq: u64,
+) -> Result<Option<(SnapshotHeader, Engine, Vec<String>)>, RecoveryError> {
+    let Some(loaded) = snapshot::load_newest_at_most(&snapshot_dir(data_dir), max_seq)? else {
         return Ok(None);
     };
     let skipped = loaded

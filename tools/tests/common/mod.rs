@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -123,4 +125,120 @@ pub fn terminate(mut server: Server) -> Vec<String> {
         printed.push(line);
     }
     printed
+}
+
+/// One HTTP/1.1 request (`Connection: close`); the status and the JSON
+/// body (`Null` when there is none).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    extra: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (k, v) in extra {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP reply");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// One line on the operator/test port; the reply up to its `END` line.
+pub fn test_port(address: &str, line: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    let mut buffer = [0u8; 4096];
+    while !reply.contains("END seq=") {
+        let n = stream.read(&mut buffer).unwrap();
+        assert!(n > 0, "test port closed: {reply}");
+        reply.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    reply
+}
+
+/// Registers a REST user, verifies it with the passcode from the dev
+/// mailbox, logs in and deposits `deposit` (a decimal string): its access
+/// token and account id.
+pub fn rest_user(http_addr: &str, email: &str, deposit: &str) -> (String, u64) {
+    let (status, _) = http(
+        http_addr,
+        "POST",
+        "/api/v1/auth/register",
+        None,
+        &[],
+        Some(
+            serde_json::json!({"email": email, "password": "long enough pw", "name": "Test User"}),
+        ),
+    );
+    assert_eq!(status, 201);
+    let (_, mail) = http(
+        http_addr,
+        "GET",
+        &format!("/api/v1/dev/mailbox?email={email}"),
+        None,
+        &[],
+        None,
+    );
+    let text = mail["messages"][0]["body"].as_str().unwrap().to_string();
+    let code: String = text
+        .split_whitespace()
+        .find(|w| {
+            w.trim_end_matches('.').len() == 6 && w.bytes().take(6).all(|b| b.is_ascii_digit())
+        })
+        .unwrap()
+        .trim_end_matches('.')
+        .to_string();
+    let (status, body) = http(
+        http_addr,
+        "POST",
+        "/api/v1/auth/verify",
+        None,
+        &[],
+        Some(serde_json::json!({"email": email, "passcode": code})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let account = body["account_id"].as_u64().unwrap();
+    assert!(account > 1, "REST accounts start above the configured ones");
+    let (_, body) = http(
+        http_addr,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        &[],
+        Some(serde_json::json!({"email": email, "password": "long enough pw"})),
+    );
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let (status, body) = http(
+        http_addr,
+        "POST",
+        "/api/v1/wallet/deposit",
+        Some(&token),
+        &[("Idempotency-Key", "d1")],
+        Some(serde_json::json!({ "amount": deposit })),
+    );
+    assert_eq!(status, 201, "{body}");
+    (token, account)
 }

@@ -1,0 +1,160 @@
+//! The REST gateway's read model across `kill -9` of `brokerx serve`.
+//! Each round a REST client rests limit buys (each acknowledged with 201),
+//! a configured account sells into them over the test port, and the
+//! server is killed the moment the engine has answered the sell: the
+//! gateway's SQLite writes for those fills may not have happened yet.
+//! After every restart each acknowledged order must be there with what
+//! the engine did to it (filled, not "closed while the gateway was down"),
+//! the account's fill activities must count every fill once, and the
+//! position must equal the filled quantity. Bounded: 5 kills
+//! (`BROKERX_REST_CRASH_ROUNDS` changes it), loopback only.
+
+mod common;
+
+use common::{http, rest_user, start, temp_dir, terminate, test_port};
+use serde_json::{json, Value};
+
+const CONFIG: &str = r#"
+[server]
+data_dir = "unused"
+durability = "fsync"
+
+[ports]
+test = 0
+http = 0
+
+[[symbols]]
+id = 0
+name = "ACME"
+tick = 100
+lot = 1
+reference = 1000000
+band_bps = 1000
+
+[[accounts]]
+id = 1
+name = "seller"
+cash = 1000000000000
+shares = { ACME = 1000000 }
+"#;
+
+/// Resting buys per round.
+const BUYS: usize = 4;
+
+fn fill_activities(http_addr: &str, token: &str) -> Vec<Value> {
+    let (status, body) = http(
+        http_addr,
+        "GET",
+        "/api/v1/activities?type=FILL&limit=500",
+        Some(token),
+        &[],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    body["activities"].as_array().cloned().unwrap_or_default()
+}
+
+/// Every acknowledged order is filled, once, in the orders, the
+/// activities and the position.
+fn check(http_addr: &str, token: &str, acknowledged: &[String], after: &str) {
+    for id in acknowledged {
+        let (status, order) = http(
+            http_addr,
+            "GET",
+            &format!("/api/v1/orders/{id}"),
+            Some(token),
+            &[],
+            None,
+        );
+        assert_eq!(
+            status, 200,
+            "{after}: acknowledged order {id} is gone: {order}"
+        );
+        assert_eq!(
+            (&order["status"], &order["filled_qty"]),
+            (&json!("filled"), &json!("1")),
+            "{after}: order {id} does not say what the engine did: {order}"
+        );
+    }
+    let fills = fill_activities(http_addr, token);
+    assert_eq!(
+        fills.len(),
+        acknowledged.len(),
+        "{after}: one fill activity per filled order: {fills:?}"
+    );
+    let (status, portfolio) = http(
+        http_addr,
+        "GET",
+        "/api/v1/portfolio",
+        Some(token),
+        &[],
+        None,
+    );
+    assert_eq!(status, 200, "{portfolio}");
+    let held: u64 = portfolio["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["qty"].as_str().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(held, acknowledged.len() as u64, "{after}: {portfolio}");
+}
+
+#[test]
+fn rest_read_model_survives_kill_9() {
+    let rounds: usize = std::env::var("BROKERX_REST_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let root = temp_dir("rest-crash");
+    let dir = root.join("data");
+    let config = root.join("config.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let mut token = None;
+    let mut acknowledged: Vec<String> = Vec::new();
+    for round in 0..rounds {
+        let mut server = start(&dir, &config);
+        let http_addr = server.ports.get("http").expect("http port").clone();
+        let token = token
+            .get_or_insert_with(|| rest_user(&http_addr, "dana@example.com", "10000").0)
+            .clone();
+        check(
+            &http_addr,
+            &token,
+            &acknowledged,
+            &format!("restart {round}"),
+        );
+        for _ in 0..BUYS {
+            let (status, order) = http(
+                &http_addr,
+                "POST",
+                "/api/v1/orders",
+                Some(&token),
+                &[],
+                Some(json!({
+                    "symbol": "ACME", "side": "buy", "type": "limit",
+                    "time_in_force": "gtc", "qty": "1", "limit_price": "100.00"
+                })),
+            );
+            assert_eq!(status, 201, "{order}");
+            assert_eq!(order["status"], "new", "{order}");
+            acknowledged.push(order["id"].as_str().unwrap().to_string());
+        }
+        let reply = test_port(
+            &server.address,
+            &format!("NEW 1 0 SELL LIMIT GTC 1000000 {BUYS}"),
+        );
+        assert_eq!(
+            reply.matches("Trade").count(),
+            BUYS,
+            "the sell fills every resting buy: {reply}"
+        );
+        server.child.kill().unwrap(); // SIGKILL, at once
+        server.child.wait().unwrap();
+    }
+    let server = start(&dir, &config);
+    let http_addr = server.ports.get("http").unwrap().clone();
+    let token = token.unwrap();
+    check(&http_addr, &token, &acknowledged, "the last restart");
+    terminate(server);
+}
