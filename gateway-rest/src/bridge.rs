@@ -121,6 +121,7 @@ fn load_store(db: &Db, state: &mut State) -> Result<Option<u64>, String> {
         Vec<(u32, u64)>,
         Vec<(u32, String)>,
         Option<u64>,
+        Vec<(i64, u32, String)>,
     );
     let loaded: Result<Loaded, rusqlite::Error> = db
         .call_blocking(|c| {
@@ -154,10 +155,18 @@ fn load_store(db: &Db, state: &mut State) -> Result<Option<u64>, String> {
                 None if orders.is_empty() && activities == 0 => Some(0),
                 None => None,
             };
-            Ok((orders, costs, seqs, trades, watermark))
+            let intents = c
+                .prepare("SELECT tag, account, client_order_id FROM order_intents")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((orders, costs, seqs, trades, watermark, intents))
         })
         .map_err(|_| "sqlite thread gone".to_string())?;
-    let (orders, costs, seqs, trades, watermark) = loaded.map_err(|e| format!("sqlite: {e}"))?;
+    let (orders, costs, seqs, trades, watermark, intents) =
+        loaded.map_err(|e| format!("sqlite: {e}"))?;
+    for (tag, account, client_order_id) in intents {
+        state.intents.insert(tag as u64, (account, client_order_id));
+    }
     for body in orders {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(&body) else {
             continue;
@@ -268,6 +277,10 @@ fn write_all(db: &Db, writes: Vec<Write>) {
                     "INSERT INTO cost_basis (account, symbol, qty, cost) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(account, symbol) DO UPDATE SET qty = ?3, cost = ?4",
                     rusqlite::params![account, symbol, qty as i64, cost.to_string()],
+                ),
+                Write::IntentDone { tag } => tx.execute(
+                    "DELETE FROM order_intents WHERE tag = ?1",
+                    rusqlite::params![tag as i64],
                 ),
                 Write::Watermark(seq) => tx.execute(
                     "INSERT INTO meta (key, value) VALUES ('projected_through', ?1)
@@ -460,11 +473,35 @@ struct Consumer {
 }
 
 impl Consumer {
+    /// Client order ids recorded for commands the journal does not hold
+    /// (the process died before submitting them; their clients got no
+    /// answer): the ids are free again.
+    fn forget_unsubmitted_intents(&mut self) {
+        let tags: Vec<u64> = {
+            let mut state = self.bridge.state.write().unwrap_or_else(|e| e.into_inner());
+            state.intents.drain().map(|(tag, _)| tag).collect()
+        };
+        if !tags.is_empty() {
+            tracing::info!(
+                gateway = "rest",
+                count = tags.len(),
+                "client order ids of orders never submitted are released"
+            );
+            write_all(
+                &self.bridge.db,
+                tags.into_iter()
+                    .map(|tag| Write::IntentDone { tag })
+                    .collect(),
+            );
+        }
+    }
+
     /// At start: the journal's commands after what the store holds, up to
     /// `until`, through [`Consumer::process`] (in bounded chunks).
     fn catch_up(&mut self, mut engine: Engine, until: u64) -> Result<Engine, String> {
         let from = engine.last_seq();
         if from >= until {
+            self.forget_unsubmitted_intents();
             return Ok(engine);
         }
         let mut outputs = Vec::new();
@@ -494,6 +531,7 @@ impl Consumer {
         )
         .map_err(|e| format!("journal replay: {e}"))?;
         self.process(&mut outputs, until);
+        self.forget_unsubmitted_intents();
         self.bridge.db.flush_blocking();
         tracing::info!(
             gateway = "rest",

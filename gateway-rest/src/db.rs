@@ -114,6 +114,11 @@ CREATE TABLE IF NOT EXISTS cost_basis (
     cost TEXT NOT NULL,
     PRIMARY KEY (account, symbol)
 );
+CREATE TABLE IF NOT EXISTS order_intents (
+    tag INTEGER PRIMARY KEY,
+    account INTEGER NOT NULL,
+    client_order_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL

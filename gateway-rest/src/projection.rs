@@ -307,6 +307,8 @@ pub enum Write {
     /// store (written in the same transaction as the writes before it): a
     /// restart replays the journal after it through the projection.
     Watermark(u64),
+    /// The order a recorded client order id was for has its outcome.
+    IntentDone { tag: u64 },
 }
 
 #[derive(Default)]
@@ -328,6 +330,10 @@ pub struct State {
     pub last_seq: u64,
     /// Client order ids of orders in flight: tag -> client id.
     pub pending_client_ids: HashMap<u64, String>,
+    /// At start: client order ids recorded before their command was
+    /// submitted whose outcome is not in the store (tag -> account, id);
+    /// the journal's catch-up gives them back to their orders.
+    pub intents: HashMap<u64, (u32, String)>,
     /// Render Alpaca-shaped stream messages (only while a `/stream`
     /// client is connected; that stream does not resume).
     pub render_alpaca: bool,
@@ -685,7 +691,14 @@ impl State {
             Event::Rejected {
                 account, tag, code, ..
             } => {
-                self.pending_client_ids.remove(&tag);
+                if self.pending_client_ids.remove(&tag).is_some()
+                    || self
+                        .intents
+                        .remove(&tag)
+                        .is_some_and(|(owner, _)| owner == account.0)
+                {
+                    out.writes.push(Write::IntentDone { tag });
+                }
                 let draft = if output.own {
                     self.pending_orders.remove(&tag)
                 } else {
@@ -825,9 +838,16 @@ impl State {
                 let client_order_id = if output.own {
                     self.pending_client_ids.remove(&tag)
                 } else {
-                    None
+                    // Replayed after a crash: the id recorded before submit.
+                    self.intents
+                        .remove(&tag)
+                        .filter(|(owner, _)| *owner == account.0)
+                        .map(|(_, id)| id)
+                };
+                if client_order_id.is_some() {
+                    out.writes.push(Write::IntentDone { tag });
                 }
-                .unwrap_or_else(|| order_uuid(order_id.0));
+                let client_order_id = client_order_id.unwrap_or_else(|| order_uuid(order_id.0));
                 self.client_ids
                     .insert((account.0, client_order_id.clone()), order_id.0);
                 self.orders.insert(

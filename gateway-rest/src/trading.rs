@@ -440,6 +440,25 @@ pub async fn place_order(
             model.pending_client_ids.remove(&tag);
         }
     };
+    // The client's id is not in the journal (the engine tag is a number):
+    // record it before submitting, so that an order acknowledged just
+    // before a crash comes back with it, and a retry with the same id is
+    // still refused as a duplicate.
+    if let Some(cid) = client_id.clone() {
+        let recorded = state
+            .db
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO order_intents (tag, account, client_order_id) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![tag as i64, account, cid],
+                )
+            })
+            .await;
+        if !matches!(recorded, Ok(Ok(_))) {
+            release_cid(state);
+            return Err(ApiError::internal("could not record the client order id"));
+        }
+    }
     let command = Command::NewOrder {
         account: AccountId(account),
         symbol: SymbolId(order.symbol),
@@ -454,6 +473,13 @@ pub async fn place_order(
     let outputs = match state.bridge.request(command).await {
         Ok(outputs) => outputs,
         Err(e) => {
+            if client_id.is_some() && matches!(e, crate::bridge::RequestError::Busy) {
+                // Never submitted. (After a timeout the command may be in
+                // the journal: that record stays for the next start.)
+                state.db.send(move |c| {
+                    let _ = c.execute("DELETE FROM order_intents WHERE tag = ?1", [tag as i64]);
+                });
+            }
             release_cid(state);
             return Err(e.into());
         }

@@ -1,12 +1,14 @@
 //! The REST gateway's read model across `kill -9` of `brokerx serve`.
 //! Each round a REST client rests limit buys (each acknowledged with 201),
-//! a configured account sells into them over the test port, and the
-//! server is killed the moment the engine has answered the sell: the
-//! gateway's SQLite writes for those fills may not have happened yet.
-//! After every restart each acknowledged order must be there with what
-//! the engine did to it (filled, not "closed while the gateway was down"),
-//! the account's fill activities must count every fill once, and the
-//! position must equal the filled quantity. Bounded: 5 kills
+//! a configured account sells into them over the test port, the client
+//! rests one more bid below, and the server is killed the moment that bid
+//! is acknowledged: the gateway's SQLite writes for the fills and the bid
+//! may not have happened yet. After every restart each acknowledged order
+//! must be there with its client order id and with what the engine did to
+//! it (filled, not "closed while the gateway was down"; the bid resting,
+//! its client order id still refused to a retry), the account's fill
+//! activities must count every fill once, and the position must equal the
+//! filled quantity. Bounded: 5 kills
 //! (`BROKERX_REST_CRASH_ROUNDS` changes it), loopback only.
 
 mod common;
@@ -54,25 +56,73 @@ fn fill_activities(http_addr: &str, token: &str) -> Vec<Value> {
     body["activities"].as_array().cloned().unwrap_or_default()
 }
 
-/// Every acknowledged order is filled, once, in the orders, the
-/// activities and the position.
-fn check(http_addr: &str, token: &str, acknowledged: &[String], after: &str) {
-    for id in acknowledged {
-        let (status, order) = http(
-            http_addr,
-            "GET",
-            &format!("/api/v1/orders/{id}"),
-            Some(token),
-            &[],
-            None,
-        );
+fn get_order(http_addr: &str, token: &str, id: &str, after: &str) -> Value {
+    let (status, order) = http(
+        http_addr,
+        "GET",
+        &format!("/api/v1/orders/{id}"),
+        Some(token),
+        &[],
+        None,
+    );
+    assert_eq!(
+        status, 200,
+        "{after}: acknowledged order {id} is gone: {order}"
+    );
+    order
+}
+
+fn post_buy(http_addr: &str, token: &str, client_order_id: &str, price: &str) -> (u16, Value) {
+    http(
+        http_addr,
+        "POST",
+        "/api/v1/orders",
+        Some(token),
+        &[],
+        Some(json!({
+            "symbol": "ACME", "side": "buy", "type": "limit", "time_in_force": "gtc",
+            "qty": "1", "limit_price": price, "client_order_id": client_order_id
+        })),
+    )
+}
+
+/// Every acknowledged order is there with its client order id; the filled
+/// ones are filled, once, in the orders, the activities and the position;
+/// the resting ones rest, and their client order ids stay taken.
+fn check(
+    http_addr: &str,
+    token: &str,
+    acknowledged: &[(String, String)],
+    resting: &[(String, String)],
+    after: &str,
+) {
+    for (id, client_order_id) in resting {
+        let order = get_order(http_addr, token, id, after);
         assert_eq!(
-            status, 200,
-            "{after}: acknowledged order {id} is gone: {order}"
+            (
+                &order["status"],
+                &order["filled_qty"],
+                &order["client_order_id"]
+            ),
+            (&json!("new"), &json!("0"), &json!(client_order_id)),
+            "{after}: resting order {id}: {order}"
         );
+        let (status, body) = post_buy(http_addr, token, client_order_id, "99.00");
         assert_eq!(
-            (&order["status"], &order["filled_qty"]),
-            (&json!("filled"), &json!("1")),
+            (status, &body["code"]),
+            (422, &json!("duplicate_client_order_id")),
+            "{after}: a retry with the client order id of {id} must be refused"
+        );
+    }
+    for (id, client_order_id) in acknowledged {
+        let order = get_order(http_addr, token, id, after);
+        assert_eq!(
+            (
+                &order["status"],
+                &order["filled_qty"],
+                &order["client_order_id"]
+            ),
+            (&json!("filled"), &json!("1"), &json!(client_order_id)),
             "{after}: order {id} does not say what the engine did: {order}"
         );
     }
@@ -111,7 +161,8 @@ fn rest_read_model_survives_kill_9() {
     let config = root.join("config.toml");
     std::fs::write(&config, CONFIG).unwrap();
     let mut token = None;
-    let mut acknowledged: Vec<String> = Vec::new();
+    let mut acknowledged: Vec<(String, String)> = Vec::new();
+    let mut resting: Vec<(String, String)> = Vec::new();
     for round in 0..rounds {
         let mut server = start(&dir, &config);
         let http_addr = server.ports.get("http").expect("http port").clone();
@@ -122,23 +173,15 @@ fn rest_read_model_survives_kill_9() {
             &http_addr,
             &token,
             &acknowledged,
+            &resting,
             &format!("restart {round}"),
         );
-        for _ in 0..BUYS {
-            let (status, order) = http(
-                &http_addr,
-                "POST",
-                "/api/v1/orders",
-                Some(&token),
-                &[],
-                Some(json!({
-                    "symbol": "ACME", "side": "buy", "type": "limit",
-                    "time_in_force": "gtc", "qty": "1", "limit_price": "100.00"
-                })),
-            );
+        for k in 0..BUYS {
+            let client_order_id = format!("r{round}-buy{k}");
+            let (status, order) = post_buy(&http_addr, &token, &client_order_id, "100.00");
             assert_eq!(status, 201, "{order}");
             assert_eq!(order["status"], "new", "{order}");
-            acknowledged.push(order["id"].as_str().unwrap().to_string());
+            acknowledged.push((order["id"].as_str().unwrap().to_string(), client_order_id));
         }
         let reply = test_port(
             &server.address,
@@ -149,12 +192,24 @@ fn rest_read_model_survives_kill_9() {
             BUYS,
             "the sell fills every resting buy: {reply}"
         );
+        // A bid below the sell rests; the server dies the moment it is
+        // acknowledged, likely before the store has it.
+        let client_order_id = format!("r{round}-rest");
+        let (status, order) = post_buy(&http_addr, &token, &client_order_id, "99.00");
+        assert_eq!(status, 201, "{order}");
+        resting.push((order["id"].as_str().unwrap().to_string(), client_order_id));
         server.child.kill().unwrap(); // SIGKILL, at once
         server.child.wait().unwrap();
     }
     let server = start(&dir, &config);
     let http_addr = server.ports.get("http").unwrap().clone();
     let token = token.unwrap();
-    check(&http_addr, &token, &acknowledged, "the last restart");
+    check(
+        &http_addr,
+        &token,
+        &acknowledged,
+        &resting,
+        "the last restart",
+    );
     terminate(server);
 }
