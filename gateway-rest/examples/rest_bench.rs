@@ -253,12 +253,34 @@ fn main() {
         },
     );
 
+    // The same orders, each with its own client order id (recorded in
+    // SQLite before it is submitted, so it survives a crash).
+    let with_ids_head = format!(
+        "POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}\r\n"
+    );
+    let orders_with_ids: Arc<dyn Fn(usize, u64) -> (String, Vec<u8>) + Send + Sync> = Arc::new(
+        move |client, i| {
+            let price = 180 + (i + client as u64) % 5;
+            let body = format!(
+                r#"{{"symbol":"AAPL","side":"buy","type":"limit","time_in_force":"ioc","limit_price":"{price}.00","qty":"1","client_order_id":"c{client}-{i}"}}"#
+            );
+            (with_ids_head.clone(), body.into_bytes())
+        },
+    );
+
     // Warm up both, then measure: trivial, orders, trivial again.
     run_phase("warmup", addr, clients, 1, health.clone());
     run_phase("warmup", addr, clients, 1, orders.clone());
     let phases = [
         run_phase("GET /health (trivial)", addr, clients, secs, health.clone()),
         run_phase("POST /api/v1/orders", addr, clients, secs, orders),
+        run_phase(
+            "POST /api/v1/orders with client_order_id",
+            addr,
+            clients,
+            secs,
+            orders_with_ids,
+        ),
     ];
     println!(
         "REST benchmark: {clients} keep-alive clients, {secs} s per phase, journal {}",

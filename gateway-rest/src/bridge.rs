@@ -60,6 +60,16 @@ pub struct Bridge {
     pub db: Db,
     /// Connected `/stream` (Alpaca) clients.
     pub alpaca_listeners: AtomicUsize,
+    /// Client order ids waiting to be recorded (group commit).
+    intents: Arc<Mutex<Vec<Intent>>>,
+}
+
+/// A client order id to record before its command is submitted.
+struct Intent {
+    tag: u64,
+    account: u32,
+    client_order_id: String,
+    recorded: tokio::sync::oneshot::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -353,6 +363,7 @@ impl Bridge {
             reattached: AtomicU64::new(0),
             db,
             alpaca_listeners: AtomicUsize::new(0),
+            intents: Arc::default(),
         });
         let mut consumer = Consumer {
             bridge: bridge.clone(),
@@ -396,6 +407,70 @@ impl Bridge {
 
     pub fn durable_seq(&self) -> u64 {
         self.pipeline.stats().durable_seq.load(Ordering::Acquire)
+    }
+
+    /// Queues `client_order_id` of the command tagged `tag` for SQLite
+    /// (the journal holds only the tag), so that a restart's replay gives
+    /// it back to the order. Call it before submitting the command: the
+    /// write is queued ahead of the projection's writes for the command's
+    /// outputs. Concurrent calls share one transaction. The receiver says
+    /// whether it was written.
+    pub fn record_intent(
+        &self,
+        tag: u64,
+        account: u32,
+        client_order_id: String,
+    ) -> tokio::sync::oneshot::Receiver<bool> {
+        let (recorded, done) = tokio::sync::oneshot::channel();
+        let first = {
+            let mut queue = lock(&self.intents);
+            queue.push(Intent {
+                tag,
+                account,
+                client_order_id,
+                recorded,
+            });
+            queue.len() == 1
+        };
+        if first {
+            // The job takes whatever is queued when it runs; a call that
+            // finds the queue non-empty is taken by the job already queued.
+            let intents = self.intents.clone();
+            self.db.send(move |c| {
+                let batch = std::mem::take(&mut *lock(&intents));
+                let written = (|| -> rusqlite::Result<()> {
+                    let tx = c.transaction()?;
+                    {
+                        let mut insert = tx.prepare_cached(
+                            "INSERT OR REPLACE INTO order_intents (tag, account, client_order_id) VALUES (?1, ?2, ?3)",
+                        )?;
+                        for intent in &batch {
+                            insert.execute(rusqlite::params![
+                                intent.tag as i64,
+                                intent.account,
+                                intent.client_order_id
+                            ])?;
+                        }
+                    }
+                    tx.commit()
+                })();
+                if let Err(e) = &written {
+                    tracing::error!(gateway = "rest", error = %e, "client order ids not recorded");
+                }
+                for intent in batch {
+                    let _ = intent.recorded.send(written.is_ok());
+                }
+            });
+        }
+        done
+    }
+
+    /// Forgets a recorded client order id whose command was never
+    /// submitted.
+    pub fn forget_intent(&self, tag: u64) {
+        self.db.send(move |c| {
+            let _ = c.execute("DELETE FROM order_intents WHERE tag = ?1", [tag as i64]);
+        });
     }
 
     /// Submits `command` and waits for all of its events.

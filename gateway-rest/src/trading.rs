@@ -441,24 +441,12 @@ pub async fn place_order(
         }
     };
     // The client's id is not in the journal (the engine tag is a number):
-    // record it before submitting, so that an order acknowledged just
-    // before a crash comes back with it, and a retry with the same id is
-    // still refused as a duplicate.
-    if let Some(cid) = client_id.clone() {
-        let recorded = state
-            .db
-            .call(move |c| {
-                c.execute(
-                    "INSERT OR REPLACE INTO order_intents (tag, account, client_order_id) VALUES (?1, ?2, ?3)",
-                    rusqlite::params![tag as i64, account, cid],
-                )
-            })
-            .await;
-        if !matches!(recorded, Ok(Ok(_))) {
-            release_cid(state);
-            return Err(ApiError::internal("could not record the client order id"));
-        }
-    }
+    // it is written to SQLite while the engine works, and the answer waits
+    // for both, so that an order acknowledged just before a crash comes
+    // back with it and a retry with the same id is still refused.
+    let intent = client_id
+        .clone()
+        .map(|cid| state.bridge.record_intent(tag, account, cid));
     let command = Command::NewOrder {
         account: AccountId(account),
         symbol: SymbolId(order.symbol),
@@ -470,15 +458,26 @@ pub async fn place_order(
         self_trade: SelfTradePrevention::AccountDefault,
         tag,
     };
-    let outputs = match state.bridge.request(command).await {
+    let outputs = state.bridge.request(command).await;
+    if let Some(intent) = intent {
+        if !intent.await.unwrap_or(false) {
+            // The order stands (if accepted); only its client id would not
+            // survive a crash. The store's failure is logged where it is.
+            tracing::error!(
+                gateway = "rest",
+                request_id = %request_id,
+                tag,
+                "client order id not recorded"
+            );
+        }
+    }
+    let outputs = match outputs {
         Ok(outputs) => outputs,
         Err(e) => {
             if client_id.is_some() && matches!(e, crate::bridge::RequestError::Busy) {
                 // Never submitted. (After a timeout the command may be in
                 // the journal: that record stays for the next start.)
-                state.db.send(move |c| {
-                    let _ = c.execute("DELETE FROM order_intents WHERE tag = ?1", [tag as i64]);
-                });
+                state.bridge.forget_intent(tag);
             }
             release_cid(state);
             return Err(e.into());
