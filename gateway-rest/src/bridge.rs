@@ -288,6 +288,14 @@ fn write_all(db: &Db, writes: Vec<Write>) {
                      ON CONFLICT(account, symbol) DO UPDATE SET qty = ?3, cost = ?4",
                     rusqlite::params![account, symbol, qty as i64, cost.to_string()],
                 ),
+                Write::MoneyMove {
+                    account,
+                    tag,
+                    response,
+                } => tx.execute(
+                    "INSERT OR REPLACE INTO money_moves (account, tag, response) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![account, tag as i64, response],
+                ),
                 Write::IntentDone { tag } => tx.execute(
                     "DELETE FROM order_intents WHERE tag = ?1",
                     rusqlite::params![tag as i64],

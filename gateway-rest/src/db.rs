@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     status INTEGER NOT NULL DEFAULT 0,
     response TEXT,
     created_at INTEGER NOT NULL,
+    tag INTEGER,
     PRIMARY KEY (account, key)
 );
 CREATE TABLE IF NOT EXISTS client_orders (
@@ -114,6 +115,12 @@ CREATE TABLE IF NOT EXISTS cost_basis (
     cost TEXT NOT NULL,
     PRIMARY KEY (account, symbol)
 );
+CREATE TABLE IF NOT EXISTS money_moves (
+    account INTEGER NOT NULL,
+    tag INTEGER NOT NULL,
+    response TEXT NOT NULL,
+    PRIMARY KEY (account, tag)
+);
 CREATE TABLE IF NOT EXISTS order_intents (
     tag INTEGER PRIMARY KEY,
     account INTEGER NOT NULL,
@@ -133,6 +140,20 @@ impl Db {
         connection
             .execute_batch(SCHEMA)
             .map_err(|e| format!("sqlite schema: {e}"))?;
+        // Columns added since a table was first created.
+        let has_tag: bool = connection
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('idempotency') WHERE name = 'tag'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| format!("sqlite schema: {e}"))?
+            > 0;
+        if !has_tag {
+            connection
+                .execute_batch("ALTER TABLE idempotency ADD COLUMN tag INTEGER")
+                .map_err(|e| format!("sqlite schema: {e}"))?;
+        }
         let (jobs, receiver) = crossbeam_channel::unbounded::<Job>();
         std::thread::Builder::new()
             .name("rest-sqlite".into())

@@ -309,6 +309,25 @@ pub enum Write {
     Watermark(u64),
     /// The order a recorded client order id was for has its outcome.
     IntentDone { tag: u64 },
+    /// A deposit or withdrawal, with the wallet endpoint's answer to it.
+    MoneyMove {
+        account: u32,
+        tag: u64,
+        response: String,
+    },
+}
+
+/// The wallet endpoint's answer to a deposit or withdrawal the engine
+/// applied as command `seq`.
+pub fn transfer_json(seq: u64, credit: bool, amount: u64, available: u64, ts_ns: u64) -> Value {
+    json!({
+        "id": format!("{seq}"),
+        "type": if credit { "deposit" } else { "withdrawal" },
+        "status": "completed",
+        "amount": format_money(amount),
+        "available": format_money(available),
+        "created_at": rfc3339(ts_ns),
+    })
 }
 
 #[derive(Default)]
@@ -733,9 +752,24 @@ impl State {
                 amount,
                 credit,
                 available,
-                ..
+                tag,
             } => {
                 self.account(account).cash.available = available;
+                // What the wallet endpoint answered, by the command's tag:
+                // a retried Idempotency-Key whose first answer was lost in
+                // a crash gets it from here instead of moving money twice.
+                out.writes.push(Write::MoneyMove {
+                    account: account.0,
+                    tag,
+                    response: transfer_json(
+                        output.seq,
+                        credit,
+                        amount,
+                        available,
+                        output.timestamp_ns,
+                    )
+                    .to_string(),
+                });
                 let kind = if credit { "CSD" } else { "CSW" };
                 let body = json!({
                     "net_amount": if credit { format_money(amount) } else { format!("-{}", format_money(amount)) },

@@ -117,6 +117,7 @@ pub async fn idempotent<F>(
     account: u32,
     key: String,
     fingerprint: String,
+    tag: u64,
     work: F,
 ) -> ApiResult<Response>
 where
@@ -130,22 +131,51 @@ where
         .db
         .call(move |c| -> Result<_, rusqlite::Error> {
             let inserted = c.execute(
-                "INSERT OR IGNORE INTO idempotency (account, key, body_hash, state, created_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
-                rusqlite::params![account, key_c, hash_c, now],
+                "INSERT OR IGNORE INTO idempotency (account, key, body_hash, state, created_at, tag) VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
+                rusqlite::params![account, key_c, hash_c, now, tag as i64],
             )?;
             if inserted == 1 {
                 return Ok(None);
             }
-            // A record left pending by a crash mid-request is abandoned
-            // after a minute: the money movement either is in the journal
-            // (and the balance shows it) or never happened, so the key is
+            // A record left pending for over a minute lost its request
+            // (a crash mid-request, or an engine that did not answer). If
+            // the engine applied that request's command, the projection
+            // recorded its answer under the command's tag: complete the
+            // record with it. Otherwise nothing moved, and the key is
             // taken over rather than blocking its owner forever.
-            let taken = c.execute(
-                "UPDATE idempotency SET body_hash = ?3, created_at = ?4 WHERE account = ?1 AND key = ?2 AND state = 'pending' AND created_at < ?4 - 60 AND body_hash = ?3",
-                rusqlite::params![account, key_c, hash_c, now],
-            )?;
-            if taken == 1 {
-                return Ok(None);
+            let stale: Option<Option<i64>> = c
+                .query_row(
+                    "SELECT tag FROM idempotency WHERE account = ?1 AND key = ?2 AND state = 'pending' AND created_at < ?3 - 60 AND body_hash = ?4",
+                    rusqlite::params![account, key_c, now, hash_c],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(old_tag) = stale {
+                let applied: Option<String> = match old_tag {
+                    Some(old_tag) => c
+                        .query_row(
+                            "SELECT response FROM money_moves WHERE account = ?1 AND tag = ?2",
+                            rusqlite::params![account, old_tag],
+                            |r| r.get(0),
+                        )
+                        .optional()?,
+                    None => None,
+                };
+                match applied {
+                    Some(response) => {
+                        c.execute(
+                            "UPDATE idempotency SET state = 'done', status = 201, response = ?3 WHERE account = ?1 AND key = ?2",
+                            rusqlite::params![account, key_c, response],
+                        )?;
+                    }
+                    None => {
+                        c.execute(
+                            "UPDATE idempotency SET created_at = ?3, tag = ?4 WHERE account = ?1 AND key = ?2",
+                            rusqlite::params![account, key_c, now, tag as i64],
+                        )?;
+                        return Ok(None);
+                    }
+                }
             }
             c.query_row(
                 "SELECT body_hash, state, status, response FROM idempotency WHERE account = ?1 AND key = ?2",
@@ -177,6 +207,9 @@ where
     let outcome = work.await;
     let (status, body, keep) = match &outcome {
         Ok((status, body)) => (*status, body.to_string(), true),
+        // No answer from the engine: the command may still be applied.
+        // The record stays pending; a retry after a minute finds out.
+        Err(error) if error.code == "unavailable" => return Err(outcome.unwrap_err()),
         Err(error) => {
             let keep = !error.status.is_server_error()
                 || matches!(
@@ -314,14 +347,13 @@ async fn move_cash(
             Event::CashMoved { available, .. } => {
                 return Ok((
                     StatusCode::CREATED,
-                    json!({
-                        "id": format!("{}", output.seq),
-                        "type": what,
-                        "status": "completed",
-                        "amount": format_money(amount),
-                        "available": format_money(available),
-                        "created_at": crate::time::rfc3339(output.timestamp_ns),
-                    }),
+                    crate::projection::transfer_json(
+                        output.seq,
+                        credit,
+                        amount,
+                        available,
+                        output.timestamp_ns,
+                    ),
                 ))
             }
             Event::Rejected { code, .. } => return Err(crate::trading::reject_error(code)),
@@ -347,7 +379,8 @@ async fn money_request(
         Value::Object(body.0.clone())
     );
     let amount = amount_of(&body);
-    idempotent(&state.clone(), account, key, fingerprint, async move {
+    let tag = request_id.1;
+    idempotent(&state.clone(), account, key, fingerprint, tag, async move {
         let amount = amount?;
         move_cash(state, account, amount, credit, request_id).await
     })

@@ -10,6 +10,9 @@
 //! activities must count every fill once, and the position must equal the
 //! filled quantity. Bounded: 5 kills
 //! (`BROKERX_REST_CRASH_ROUNDS` changes it), loopback only.
+//!
+//! Also: a deposit retried with its Idempotency-Key after a crash lost its
+//! answer moves money once.
 
 mod common;
 
@@ -211,5 +214,84 @@ fn rest_read_model_survives_kill_9() {
         &resting,
         "the last restart",
     );
+    terminate(server);
+}
+
+fn deposit(http_addr: &str, token: &str, key: &str, amount: &str) -> (u16, Value) {
+    http(
+        http_addr,
+        "POST",
+        "/api/v1/wallet/deposit",
+        Some(token),
+        &[("Idempotency-Key", key)],
+        Some(json!({ "amount": amount })),
+    )
+}
+
+fn available(http_addr: &str, token: &str) -> String {
+    let (status, wallet) = http(http_addr, "GET", "/api/v1/wallet", Some(token), &[], None);
+    assert_eq!(status, 200, "{wallet}");
+    wallet["available"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{wallet}"))
+        .to_string()
+}
+
+/// Puts an idempotency record back in the state a crash between the
+/// engine's commit and the record's completion leaves it in: pending, from
+/// two minutes ago, optionally under another request's tag.
+fn make_pending(dir: &std::path::Path, key: &str, tag: Option<i64>) {
+    let db = rusqlite::Connection::open(dir.join("rest").join("rest.sqlite")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE idempotency SET state = 'pending', status = 0, response = NULL,
+             created_at = created_at - 120, tag = COALESCE(?2, tag) WHERE key = ?1",
+            rusqlite::params![key, tag],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+/// A deposit whose answer was lost in a crash is not made twice when the
+/// client retries it with the same Idempotency-Key: the retry gets the
+/// first answer. A record whose command never reached the engine is taken
+/// over and carried out.
+#[test]
+fn a_deposit_retried_after_a_crash_moves_money_once() {
+    let root = temp_dir("rest-crash-deposit");
+    let dir = root.join("data");
+    let config = root.join("config.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let mut server = start(&dir, &config);
+    let http_addr = server.ports.get("http").unwrap().clone();
+    let (token, _) = rest_user(&http_addr, "erin@example.com", "100");
+    let (status, first) = deposit(&http_addr, &token, "pay-1", "250");
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["available"], "350.00");
+    let (status, second) = deposit(&http_addr, &token, "pay-2", "45");
+    assert_eq!(status, 201, "{second}");
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+
+    // pay-1: applied by the engine, its answer lost. pay-2: as if its
+    // command had never reached the engine (a tag the journal lacks).
+    make_pending(&dir, "pay-1", None);
+    make_pending(&dir, "pay-2", Some(7));
+    let server = start(&dir, &config);
+    let http_addr = server.ports.get("http").unwrap().clone();
+    assert_eq!(available(&http_addr, &token), "395.00");
+    let (status, retried) = deposit(&http_addr, &token, "pay-1", "250");
+    assert_eq!(
+        (status, &retried),
+        (201, &first),
+        "the retry gets the first answer"
+    );
+    assert_eq!(available(&http_addr, &token), "395.00", "no second deposit");
+    let (status, again) = deposit(&http_addr, &token, "pay-1", "250");
+    assert_eq!((status, &again), (201, &first), "and keeps getting it");
+    let (status, redone) = deposit(&http_addr, &token, "pay-2", "45");
+    assert_eq!(status, 201, "{redone}");
+    assert_ne!(redone["id"], second["id"], "carried out anew");
+    assert_eq!(available(&http_addr, &token), "440.00");
     terminate(server);
 }
