@@ -123,6 +123,9 @@ pub struct Session {
     test_requests: u32,
     queue: BTreeMap<u64, Vec<u8>>,
     resend_pending: bool,
+    /// A Logon came with a gap before it: the resend is not over until the
+    /// expected MsgSeqNum has passed the Logon's (0: no such gap).
+    gap_until: u64,
     store_failed: bool,
 }
 
@@ -147,6 +150,7 @@ impl Session {
             test_requests: 0,
             queue: BTreeMap::new(),
             resend_pending: false,
+            gap_until: 0,
             store_failed: false,
         }
     }
@@ -181,6 +185,7 @@ impl Session {
         self.test_requests = 0;
         self.queue.clear();
         self.resend_pending = false;
+        self.gap_until = 0;
         self.store_failed = false;
     }
 
@@ -217,6 +222,7 @@ impl Session {
         self.io(r);
         self.queue.clear();
         self.resend_pending = false;
+        self.gap_until = 0;
     }
 
     /// Writes what the store buffered (before anything goes on the wire).
@@ -375,8 +381,9 @@ impl Session {
                 self.process(&f, &raw, now, app, out);
             }
         }
-        if self.queue.is_empty() {
+        if self.queue.is_empty() && self.store.next_target() > self.gap_until {
             self.resend_pending = false;
+            self.gap_until = 0;
         }
         if self.store_failed {
             self.close(app, out);
@@ -611,20 +618,55 @@ impl Session {
             self.io(r);
             self.queue.clear();
             self.resend_pending = false;
+            self.gap_until = 0;
         }
         self.hbi_ms = (hbi as i64) * 1000;
+        // NextExpectedMsgSeqNum (789): the peer says which of our messages
+        // it expects next; we resend from there after our Logon, and say in
+        // ours which of its messages we expect (it resends the gap, so no
+        // ResendRequest of ours follows).
+        let next_sender = self.store.next_sender();
+        let peer_expects = get(fields, 789).map(|v| num(Some(v)));
+        if let Some(claim) = peer_expects {
+            match claim {
+                Some(n) if n >= 1 && n <= next_sender => {}
+                _ => {
+                    let text = format!(
+                        "NextExpectedMsgSeqNum(789) must be 1 to {next_sender}, the next MsgSeqNum we send"
+                    );
+                    self.logout(Some(&text), now, app, out);
+                    return;
+                }
+            }
+        }
+        let expected = self.store.next_target();
         let mut body = vec![(98, b"0".to_vec()), (108, hbi.to_string().into_bytes())];
         if reset_requested {
             body.push((141, b"Y".to_vec()));
+        }
+        if peer_expects.is_some() {
+            let ours = if seq > expected { expected } else { seq + 1 };
+            body.push((789, ours.to_string().into_bytes()));
         }
         self.send(b"A", vec![], &body, now, out);
         if self.state == State::AwaitLogon {
             self.state = State::Active;
             app.on_logon(&self.cfg.id);
         }
-        let expected = self.store.next_target();
+        if let Some(Some(n)) = peer_expects {
+            if n < next_sender {
+                self.resend_range(n, next_sender - 1, now, out);
+            }
+        }
         if seq > expected {
-            self.request_resend(now, out);
+            self.gap_until = seq;
+            if peer_expects.is_some() {
+                // The peer resends from our 789; later messages queue
+                // until it has.
+                self.resend_pending = true;
+            } else {
+                self.request_resend(now, out);
+            }
         } else {
             self.set_target(seq + 1);
         }
@@ -667,6 +709,12 @@ impl Session {
         let (Some(begin), Some(end)) = (num(get(fields, 7)), num(get(fields, 16))) else {
             return;
         };
+        self.resend_range(begin, end, now, out);
+    }
+
+    /// Resends stored application messages `begin..=end` (`end` 0: all we
+    /// sent) with PossDupFlag, gap-filling over admin messages.
+    fn resend_range(&mut self, begin: u64, end: u64, now: i64, out: &mut Vec<Action>) {
         let last = self.store.next_sender().saturating_sub(1);
         let end = if end == 0 || end > last { last } else { end };
         let mut gap: Option<u64> = None;

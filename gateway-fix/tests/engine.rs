@@ -1156,6 +1156,107 @@ fn an_immediate_logon_after_a_drop_is_answered() {
     assert_fields(&alice.next_app(), &[(150, "0"), (11, "S1")]);
 }
 
+/// NextExpectedMsgSeqNum (789) on Logon: the gateway answers with its own
+/// 789 and resends what the peer says it has not had, without waiting for
+/// a ResendRequest; a 789 beyond what it has sent ends the session.
+#[test]
+fn next_expected_msg_seq_num_on_logon() {
+    let dir = tmpdir("seq789");
+    let stack = start(&dir);
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    let answer = alice.logon("alice-pw");
+    assert!(
+        !answer.contains_key(&789),
+        "no 789 unless asked: {answer:?}"
+    );
+    alice.order("N1", "1", "5", "180", "1");
+    let report = alice.next_app();
+    assert_fields(&report, &[(35, "8"), (150, "0"), (11, "N1"), (34, "2")]);
+    let seq = alice.seq;
+    drop(alice);
+
+    // Back, saying it has nothing from us after MsgSeqNum 0.
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.seq = seq;
+    alice.send(
+        "A",
+        &[
+            (98, "0"),
+            (108, "30"),
+            (553, "alice"),
+            (554, "alice-pw"),
+            (789, "1"),
+        ],
+    );
+    let logon = alice.recv().expect("Logon");
+    assert_fields(
+        &logon,
+        &[(35, "A"), (34, "3"), (789, &(seq + 1).to_string())],
+    );
+    // Our Logon (1) as a gap fill, then the report again, as a resend.
+    let fill = alice.recv().expect("gap fill");
+    assert_fields(
+        &fill,
+        &[(35, "4"), (34, "1"), (123, "Y"), (36, "2"), (43, "Y")],
+    );
+    let again = alice.recv().expect("the report again");
+    assert_fields(&again, &[(35, "8"), (34, "2"), (43, "Y"), (11, "N1")]);
+    assert!(again.contains_key(&122), "OrigSendingTime: {again:?}");
+    // The session goes on: a TestRequest is answered.
+    alice.send("1", &[(112, "after-789")]);
+    let beat = alice.recv().expect("Heartbeat");
+    assert_fields(&beat, &[(35, "0"), (112, "after-789"), (34, "4")]);
+    let seq = alice.seq;
+    drop(alice);
+
+    // Back with a gap in its own messages (two lost): the gateway's 789 is
+    // the first it misses and it waits for the peer's resend instead of
+    // asking; a TestRequest after the Logon waits for the gap too.
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.seq = seq + 2;
+    alice.send(
+        "A",
+        &[
+            (98, "0"),
+            (108, "30"),
+            (553, "alice"),
+            (554, "alice-pw"),
+            (789, "5"),
+        ],
+    );
+    let logon = alice.recv().expect("Logon");
+    assert_fields(&logon, &[(35, "A"), (789, &seq.to_string())]);
+    alice.send("1", &[(112, "queued")]);
+    let gap_end = (seq + 3).to_string();
+    let ts = format_utc_timestamp(now_ms());
+    let saved = alice.seq;
+    alice.seq = seq;
+    alice.send("4", &[(43, "Y"), (122, &ts), (123, "Y"), (36, &gap_end)]);
+    alice.seq = saved;
+    let beat = alice.recv().expect("the queued TestRequest answered");
+    assert_fields(&beat, &[(35, "0"), (112, "queued")]);
+    let seq = alice.seq;
+    drop(alice);
+
+    // A 789 beyond the next MsgSeqNum the gateway sends: Logout, closed.
+    let mut alice = Client::connect(stack.addr, "ALICE");
+    alice.seq = seq;
+    alice.send(
+        "A",
+        &[
+            (98, "0"),
+            (108, "30"),
+            (553, "alice"),
+            (554, "alice-pw"),
+            (789, "99"),
+        ],
+    );
+    let logout = alice.recv().expect("Logout");
+    assert_eq!(logout[&35], "5", "{logout:?}");
+    assert!(logout[&58].contains("789"), "{logout:?}");
+    assert!(alice.recv().is_none(), "closed after the Logout");
+}
+
 /// Waits until the engine has sequenced `n` commands after the bootstrap.
 fn wait_for_commands(stack: &Stack, from: u64, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
