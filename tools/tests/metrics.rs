@@ -82,12 +82,17 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Starts `brokerx serve` with stdout and stderr captured.
 fn start(dir: &Path, config: &Path) -> Server {
+    start_logging(dir, config, "info")
+}
+
+/// `start` with `BROKERX_LOG` set to `log`.
+fn start_logging(dir: &Path, config: &Path, log: &str) -> Server {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
         .arg("--data-dir")
         .arg(dir)
-        .env("BROKERX_LOG", "info")
+        .env("BROKERX_LOG", log)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1008,4 +1013,54 @@ fn serve_exports_metrics_the_dashboard_uses_and_logs_json_lines() {
         "{lines:#?}"
     );
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `BROKERX_LOG` directives filter per target: with `warn` as the default
+/// and `brokerx::serve=info`, serve's own info lines are written and a
+/// gateway's are not. A directive naming no level stops serve at start.
+#[test]
+fn log_directives_filter_per_target() {
+    let root = temp_dir("log-targets");
+    let config = root.join("config.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let server = start_logging(&root.join("data"), &config, "warn,brokerx::serve=info");
+    let mut alice = Ouch::login(server.port("ouch"), "ALICE", "alice1");
+    assert_eq!(alice.next_kind(), 'S');
+    drop(alice);
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = server.stop();
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        parsed
+            .iter()
+            .any(|v| v["message"] == "brokerx ready" && v["target"] == "brokerx::serve"),
+        "serve's info line: {lines:#?}"
+    );
+    for value in &parsed {
+        if value["level"] == "INFO" || value["level"] == "DEBUG" {
+            assert!(
+                value["target"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("brokerx::serve"),
+                "below warn from another target: {value}"
+            );
+        }
+    }
+
+    let output = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(root.join("data2"))
+        .env("BROKERX_LOG", "info,brokerx=loud")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a bad directive stops serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("names no level"), "{stderr}");
 }

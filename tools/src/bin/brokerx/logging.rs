@@ -1,8 +1,10 @@
 //! `brokerx serve`'s log lines: `tracing` events as JSON, one object per
-//! line, on stderr. The level comes from `BROKERX_LOG`, else `RUST_LOG`
-//! (`error`, `warn`, `info` (default), `debug`, `trace` or `off`; in a
-//! `RUST_LOG`-style list such as `info,brokerx=debug` the most verbose
-//! level named applies: per-target filters are not supported).
+//! line, on stderr. What is logged comes from `BROKERX_LOG`, else
+//! `RUST_LOG`: a level (`error`, `warn`, `info` (default), `debug`,
+//! `trace` or `off`), or a `RUST_LOG`-style list of directives such as
+//! `warn,brokerx_gateway_fix=debug`: a bare level is the default, and
+//! `target=level` applies to events whose target (module path) starts
+//! with `target`, the longest match winning.
 //!
 //! Writing never blocks the thread that logs: each line goes into a
 //! bounded queue that one writer thread drains to stderr. When the queue
@@ -15,8 +17,9 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
 
 const QUEUE_LINES: usize = 65_536;
 
@@ -103,33 +106,46 @@ fn write_loop(queue: Arc<Queue>, receiver: Receiver<Vec<u8>>) {
     }
 }
 
-/// The level asked for in the environment.
-pub fn level_from_env() -> Result<LevelFilter, String> {
+/// The filter asked for in the environment.
+pub fn filter_from_env() -> Result<Targets, String> {
     let text = ["BROKERX_LOG", "RUST_LOG"]
         .iter()
         .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()));
     let Some(text) = text else {
-        return Ok(LevelFilter::INFO);
+        return Ok(Targets::new().with_default(LevelFilter::INFO));
     };
-    parse_level(&text).ok_or_else(|| {
-        format!(
-            "BROKERX_LOG/RUST_LOG: {text:?} names no level (error, warn, info, debug, trace, off)"
-        )
-    })
+    parse_filter(&text).map_err(|why| format!("BROKERX_LOG/RUST_LOG: {text:?}: {why}"))
 }
 
-fn parse_level(text: &str) -> Option<LevelFilter> {
-    text.split(',')
-        .filter_map(|part| {
-            let level = part.rsplit('=').next().unwrap_or(part).trim();
-            level.parse::<LevelFilter>().ok()
-        })
-        .max()
+/// `level` or `target=level` directives, comma-separated. Unlike a bare
+/// `Targets` parse, a list with no bare level keeps `info` as the default
+/// for every other target, and every part must name a known level.
+fn parse_filter(text: &str) -> Result<Targets, String> {
+    let mut targets = Targets::new();
+    let mut default = None;
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (target, level) = match part.split_once('=') {
+            Some((target, level)) => (Some(target.trim()), level.trim()),
+            None => (None, part),
+        };
+        let level: LevelFilter = level.parse().map_err(|_| {
+            format!("{part:?} names no level (error, warn, info, debug, trace, off)")
+        })?;
+        match target {
+            Some("") => return Err(format!("{part:?} has an empty target")),
+            Some(target) => targets = targets.with_target(target.to_string(), level),
+            None => default = Some(level),
+        }
+    }
+    if default.is_none() && targets.iter().next().is_none() {
+        return Err("no directive".into());
+    }
+    Ok(targets.with_default(default.unwrap_or(LevelFilter::INFO)))
 }
 
 /// Installs the JSON subscriber (once per process).
 pub fn install() -> Result<(), String> {
-    let level = level_from_env()?;
+    let filter = filter_from_env()?;
     if QUEUE.get().is_some() {
         return Ok(());
     }
@@ -151,9 +167,10 @@ pub fn install() -> Result<(), String> {
         .with_current_span(false)
         .with_span_list(false)
         .with_target(true)
-        .with_max_level(level)
+        .with_max_level(LevelFilter::TRACE)
         .with_writer(Lines(queue.clone()))
-        .finish();
+        .finish()
+        .with(filter);
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| format!("log subscriber: {e}"))?;
     let _ = QUEUE.set(queue);
@@ -183,15 +200,58 @@ pub fn flush(limit: Duration) {
 mod tests {
     use super::*;
 
+    use tracing::Level;
+
+    fn enabled(filter: &str, target: &str, level: Level) -> bool {
+        parse_filter(filter).unwrap().would_enable(target, &level)
+    }
+
     #[test]
-    fn levels_parse_like_a_simple_rust_log() {
-        assert_eq!(parse_level("debug"), Some(LevelFilter::DEBUG));
-        assert_eq!(parse_level("WARN"), Some(LevelFilter::WARN));
-        assert_eq!(
-            parse_level("info,brokerx_gateway_fix=trace"),
-            Some(LevelFilter::TRACE)
-        );
-        assert_eq!(parse_level("off"), Some(LevelFilter::OFF));
-        assert_eq!(parse_level("loud"), None);
+    fn directives_filter_per_target() {
+        assert!(enabled("debug", "brokerx::serve", Level::DEBUG));
+        assert!(!enabled("WARN", "brokerx::serve", Level::INFO));
+        // Per target, the longest prefix wins; others get the default.
+        let filter = "warn,brokerx_gateway_fix=debug,brokerx_gateway_fix::store=error";
+        assert!(enabled(filter, "brokerx_gateway_fix::server", Level::DEBUG));
+        assert!(!enabled(
+            filter,
+            "brokerx_gateway_fix::server",
+            Level::TRACE
+        ));
+        assert!(!enabled(filter, "brokerx_gateway_fix::store", Level::WARN));
+        assert!(enabled(filter, "brokerx_gateway_ouch::server", Level::WARN));
+        assert!(!enabled(
+            filter,
+            "brokerx_gateway_ouch::server",
+            Level::INFO
+        ));
+        // Only targets named: the rest stay at info.
+        assert!(enabled(
+            "brokerx_gateway_rest=trace",
+            "brokerx::serve",
+            Level::INFO
+        ));
+        assert!(!enabled(
+            "brokerx_gateway_rest=trace",
+            "brokerx::serve",
+            Level::DEBUG
+        ));
+        assert!(!enabled("off", "brokerx::serve", Level::ERROR));
+    }
+
+    #[test]
+    fn bad_directives_are_refused_with_the_reason() {
+        let cases = [
+            ("loud", "names no level"),
+            ("info,brokerx=loud", "names no level"),
+            ("=debug", "empty target"),
+            (",,", "no directive"),
+        ];
+        for (text, why) in cases {
+            let error = parse_filter(text)
+                .err()
+                .unwrap_or_else(|| panic!("{text:?} accepted"));
+            assert!(error.contains(why), "{text:?}: {error}");
+        }
     }
 }
