@@ -531,6 +531,9 @@ fn history(
     let mut count = 0;
     let mut replies: Vec<Vec<OutboundMessage>> = per.iter().map(|_| Vec::new()).collect();
     let mut journals: Vec<Vec<String>> = per.iter().map(|_| Vec::new()).collect();
+    // Reports already in a session's store (stored, then the process died
+    // before its order journal caught up): folded again, not sent again.
+    let stored: Vec<u64> = per.iter().map(|s| sessions.folded(&s.spec.id)).collect();
     replay_journal(
         data_dir,
         &mut engine,
@@ -556,7 +559,9 @@ fn history(
                         last: k + 1 == events.len(),
                     };
                     let step = orders.on_output(&out, &mut exec_n);
-                    replies[i].extend(step.replies);
+                    if command.seq > stored[i] {
+                        replies[i].extend(step.replies);
+                    }
                     journals[i].extend(step.journal);
                 }
             }
@@ -564,13 +569,15 @@ fn history(
     )
     .map_err(|e| e.to_string())?;
     for (i, session) in per.iter().enumerate() {
+        // The reports first (stored with their fold mark), then the order
+        // journal: a crash between the two repeats no report and loses none.
+        let replies = std::mem::take(&mut replies[i]);
+        if !replies.is_empty() {
+            sessions.send_folded(&session.spec.id, replies, Some(until));
+        }
         let mut journal = std::mem::take(&mut journals[i]);
         journal.push(format!("S {until}"));
         session.write_journal(&journal);
-        let replies = std::mem::take(&mut replies[i]);
-        if !replies.is_empty() {
-            sessions.send(&session.spec.id, replies);
-        }
     }
     Ok(book)
 }
@@ -583,6 +590,10 @@ struct Cursor {
     /// Outputs of `seq` received so far (a subscription can be cut off in
     /// the middle of a command's outputs).
     seen: u32,
+    /// The first outputs of a command whose other outputs may still be on
+    /// their way: folded with the rest, so that the order journal's and
+    /// the store's fold marks always fall between commands.
+    held: Vec<Output>,
 }
 
 /// What the event thread needs besides its subscriptions.
@@ -612,6 +623,7 @@ fn event_loop(
             seq: 0,
             exec_n: 0,
             seen: 0,
+            held: Vec::new(),
         })
         .collect();
     let mut alive: Vec<bool> = per.iter().map(|_| true).collect();
@@ -633,12 +645,47 @@ fn event_loop(
         if md_alive {
             select.recv(&feed.handle.receiver);
         }
-        // Sleep until some session has output; then serve all of them.
-        if select.ready_timeout(Duration::from_millis(100)).is_err() {
+        // Sleep until some session has output; then serve all of them. A
+        // command held back waits for the engine to finish handing it over,
+        // a matter of microseconds: look again soon.
+        let holding = cursors.iter().any(|c| !c.held.is_empty());
+        let wait = if holding {
+            Duration::from_micros(50)
+        } else {
+            Duration::from_millis(100)
+        };
+        if select.ready_timeout(wait).is_err() {
+            if holding {
+                let published = context
+                    .pipeline
+                    .stats()
+                    .published_seq
+                    .load(Ordering::Acquire);
+                for (i, (session, handle)) in per.iter().enumerate() {
+                    if !cursors[i].held.is_empty() && handle.receiver.is_empty() {
+                        serve(
+                            session,
+                            &mut batch,
+                            &mut cursors[i],
+                            sessions,
+                            stats,
+                            published,
+                        );
+                    }
+                }
+            }
             continue;
         }
+        // Read before the queues are drained: every output of the commands
+        // up to it is then in hand once a queue is found empty.
+        let published = context
+            .pipeline
+            .stats()
+            .published_seq
+            .load(Ordering::Acquire);
         for i in index {
             let mut cut = false;
+            let mut complete_through = 0;
             let (session, handle) = &per[i];
             loop {
                 match handle.receiver.try_recv() {
@@ -648,7 +695,10 @@ fn event_loop(
                             break;
                         }
                     }
-                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Empty) => {
+                        complete_through = published;
+                        break;
+                    }
                     Err(TryRecvError::Disconnected) => {
                         alive[i] = false;
                         if let Some(reason) = handle.cut_reason() {
@@ -672,10 +722,19 @@ fn event_loop(
                 {
                     batch.clear();
                 } else {
-                    serve(session, &mut batch, &mut cursors[i], sessions, stats);
+                    serve(
+                        session,
+                        &mut batch,
+                        &mut cursors[i],
+                        sessions,
+                        stats,
+                        complete_through,
+                    );
                 }
             }
             if cut {
+                // Held outputs were not folded: the rebuild delivers them.
+                cursors[i].held.clear();
                 // Everything the old subscription delivered is served.
                 match reattach_session(context, session, &mut cursors[i], sessions, stats) {
                     Ok(handle) => {
@@ -830,13 +889,14 @@ fn reattach_session(
         .map_err(|e| e.to_string())?;
         journal.push(format!("S {}", book.last_seq()));
     }
-    session.write_journal(&journal);
+    let folded = lock(&session.book).last_seq();
     if !replies.is_empty() {
         stats
             .reports
             .fetch_add(replies.len() as u64, Ordering::Relaxed);
-        sessions.send(&session.spec.id, replies);
+        sessions.send_folded(&session.spec.id, replies, Some(folded));
     }
+    session.write_journal(&journal);
     tracing::warn!(
         gateway = "fix",
         session = %format_args!("{}->{}", session.spec.id.target_comp_id, session.spec.id.sender_comp_id),
@@ -880,13 +940,32 @@ fn reattach_market_data(context: &EventContext, feed: &mut MdFeed) -> Result<(),
 }
 
 /// Turns one session's outputs into reports, journals and sends them.
+/// `complete_through`: every output of the commands up to it has been
+/// received; the outputs of a later last command are held until the rest
+/// of it comes (or it is known whole).
 fn serve(
     session: &PerSession,
     batch: &mut Vec<Output>,
     cursor: &mut Cursor,
     sessions: &Sessions,
     stats: &EngineAppStats,
+    complete_through: u64,
 ) {
+    if !cursor.held.is_empty() {
+        let mut outputs = std::mem::take(&mut cursor.held);
+        outputs.append(batch);
+        *batch = outputs;
+    }
+    let Some(last) = batch.last().copied() else {
+        return;
+    };
+    if last.seq > complete_through && !(last.own && last.last) {
+        let from = batch.partition_point(|o| o.seq < last.seq);
+        cursor.held = batch.split_off(from);
+        if batch.is_empty() {
+            return;
+        }
+    }
     let mut replies = Vec::new();
     let mut journal = Vec::new();
     {
@@ -907,13 +986,18 @@ fn serve(
         }
         journal.push(format!("S {}", book.last_seq()));
     }
-    session.write_journal(&journal);
+    // The reports first (stored with their fold mark, then on the wire),
+    // then the order journal: a crash between the two leaves the reports
+    // in the store, and the start-up catch-up folds their outputs again
+    // without sending them twice.
     if !replies.is_empty() {
         stats
             .reports
             .fetch_add(replies.len() as u64, Ordering::Relaxed);
-        sessions.send(&session.spec.id, replies);
+        let folded = lock(&session.book).last_seq();
+        sessions.send_folded(&session.spec.id, replies, Some(folded));
     }
+    session.write_journal(&journal);
 }
 
 fn name_of(symbols: &[SymbolInfo], id: SymbolId) -> Vec<u8> {

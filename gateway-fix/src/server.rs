@@ -292,6 +292,18 @@ impl Sessions {
     /// MsgSeqNum (stored; on the wire only while logged on). False for an
     /// unknown session.
     pub fn send(&self, id: &SessionId, msgs: Vec<OutboundMessage>) -> bool {
+        self.send_folded(id, msgs, None)
+    }
+
+    /// [`Sessions::send`], then (with `folded`) a store record that every
+    /// report of the engine's commands up to that sequence number is
+    /// stored, written with the messages in one flush.
+    pub fn send_folded(
+        &self,
+        id: &SessionId,
+        msgs: Vec<OutboundMessage>,
+        folded: Option<u64>,
+    ) -> bool {
         let Some(mut slot) = self.slot(id) else {
             return false;
         };
@@ -300,8 +312,17 @@ impl Sessions {
         for m in msgs {
             slot.session.send_app(m, now, &mut actions);
         }
+        if let Some(seq) = folded {
+            slot.session.note_folded(seq);
+        }
         slot.run(&mut actions);
         true
+    }
+
+    /// The engine sequence number whose reports are all in the session's
+    /// store (0 for an unknown session).
+    pub fn folded(&self, id: &SessionId) -> u64 {
+        self.slot(id).map_or(0, |s| s.session.store().folded())
     }
 
     /// The session is logged on now.

@@ -225,6 +225,13 @@ impl Session {
         self.gap_until = 0;
     }
 
+    /// Records in the store that every report of the engine's commands up
+    /// to `seq` is stored (flushed with them).
+    pub fn note_folded(&mut self, seq: u64) {
+        let r = self.store.set_folded(seq);
+        self.io(r);
+    }
+
     /// Writes what the store buffered (before anything goes on the wire).
     pub fn flush_store(&mut self) {
         let r = self.store.flush();

@@ -3,8 +3,10 @@
 //!
 //! Record format (little endian): `S u64` next sender seq, `T u64` next target seq,
 //! `C u64` when the sequence numbers were last reset (ms since the Unix epoch),
-//! `M u64 seq, u32 len, bytes` a sent message. A truncated final record (crash
-//! mid-write) is ignored on replay. `reset` truncates the file.
+//! `M u64 seq, u32 len, bytes` a sent message, `F u64` the engine sequence
+//! number whose reports are all stored (written after them, in the same
+//! flush). A truncated final record (crash mid-write) is ignored on replay.
+//! `reset` truncates the file.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -19,6 +21,9 @@ pub struct Store {
     next_sender: u64,
     next_target: u64,
     reset_ms: Option<i64>,
+    /// The engine sequence number up to which the application's reports
+    /// are all in this store.
+    folded: u64,
     /// Sent messages by MsgSeqNum: where they are in the file (the message
     /// bodies are not kept in memory), or the bytes for an in-memory store.
     messages: BTreeMap<u64, Stored>,
@@ -43,6 +48,7 @@ impl Store {
             next_sender: 1,
             next_target: 1,
             reset_ms: None,
+            folded: 0,
             messages: BTreeMap::new(),
             pending: Vec::new(),
             file_len: 0,
@@ -75,6 +81,13 @@ impl Store {
                         break;
                     };
                     store.reset_ms = Some(v as i64);
+                    at += 9;
+                }
+                b'F' => {
+                    let Some(v) = u64_at(&data, at + 1) else {
+                        break;
+                    };
+                    store.folded = store.folded.max(v);
                     at += 9;
                 }
                 b'S' | b'T' => {
@@ -175,6 +188,24 @@ impl Store {
         self.append(&r)
     }
 
+    /// Records that every report of the engine's commands up to `seq` is
+    /// stored (call it after saving them, before the flush).
+    pub fn set_folded(&mut self, seq: u64) -> io::Result<()> {
+        if seq <= self.folded {
+            return Ok(());
+        }
+        self.folded = seq;
+        let mut r = [0u8; 9];
+        r[0] = b'F';
+        r[1..].copy_from_slice(&seq.to_le_bytes());
+        self.append(&r)
+    }
+
+    /// The engine sequence number whose reports are all stored.
+    pub fn folded(&self) -> u64 {
+        self.folded
+    }
+
     /// Save a sent message under its MsgSeqNum.
     pub fn save(&mut self, seq: u64, msg: &[u8]) -> io::Result<()> {
         let mut r = Vec::with_capacity(13 + msg.len());
@@ -218,6 +249,7 @@ impl Store {
         self.next_sender = 1;
         self.next_target = 1;
         self.messages.clear();
+        self.folded = 0;
         self.reset_ms = Some(now_ms);
         self.pending.clear();
         if let Some(f) = &mut self.file {
