@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{run, start, tag_of, temp_dir, terminate};
+use common::{jitter, run, start, tag_of, temp_dir, terminate};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -86,13 +86,6 @@ fn load(address: &str, next_tag: &AtomicU64, acked: &Mutex<Vec<u64>>, stop: &Ato
 }
 
 /// A tiny deterministic generator for kill timing.
-fn jitter(seed: &mut u64, max_ms: u64) -> Duration {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    Duration::from_millis(5 + *seed % max_ms)
-}
-
 #[test]
 fn acknowledged_commands_survive_kill_9() {
     let rounds: usize = std::env::var("BROKERX_CRASH_ROUNDS")
@@ -113,7 +106,7 @@ fn acknowledged_commands_survive_kill_9() {
             for _ in 0..2 {
                 scope.spawn(|| load(&server.address, &next_tag, &acked, &stop));
             }
-            std::thread::sleep(jitter(&mut seed, 150));
+            std::thread::sleep(jitter(&mut seed, 5, 150));
             server.child.kill().unwrap(); // SIGKILL
             server.child.wait().unwrap();
             stop.store(true, Ordering::Relaxed);

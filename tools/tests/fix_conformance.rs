@@ -72,6 +72,7 @@ fn serve_with_the_quickfix_profile_passes_the_acceptance_runner() {
         address: String::new(),
         ports: Default::default(),
         lines: receiver,
+        startup: Vec::new(),
     };
     terminate(server);
     assert!(

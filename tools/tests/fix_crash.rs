@@ -19,7 +19,7 @@ mod common;
 use brokerx_gateway_fix::codec::{self, Frame};
 use brokerx_gateway_fix::dictionary::format_utc_timestamp;
 use brokerx_gateway_fix::server::now_ms;
-use common::{start, temp_dir, terminate};
+use common::{jitter, start, temp_dir, terminate};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -366,13 +366,6 @@ impl Client {
     }
 }
 
-fn jitter(seed: &mut u64, max_ms: u64) -> Duration {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    Duration::from_millis(30 + *seed % max_ms)
-}
-
 #[test]
 fn fix_sessions_survive_kill_9() {
     let rounds: usize = std::env::var("BROKERX_FIX_CRASH_ROUNDS")
@@ -397,7 +390,7 @@ fn fix_sessions_survive_kill_9() {
             client.settle(Duration::from_millis(100));
         }
         // Sells against buys of one share each, until killed.
-        let deadline = Instant::now() + jitter(&mut seed, 400);
+        let deadline = Instant::now() + jitter(&mut seed, 30, 400);
         let mut i = 0;
         while Instant::now() < deadline {
             for client in clients.iter_mut() {

@@ -13,13 +13,11 @@ mod common;
 
 use brokerx_gateway_ouch::codec::{EnterOrder, Inbound, Outbound};
 use brokerx_soupbin::{Decoder, Packet};
-use common::{run, temp_dir, terminate, Server, BIN};
+use common::{jitter, run, temp_dir, terminate, Server};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -166,51 +164,15 @@ fn enter(token: &str, side: u8, price: u32) -> Vec<u8> {
 /// `common::start`, keeping the line where serve reports what the OUCH
 /// gateway regenerated from the journal at start.
 fn start(dir: &Path, config: &Path, regenerated: &mut Vec<String>) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start brokerx");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut ports = std::collections::BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for line in lines.by_ref() {
-        let line = line.expect("read stdout");
-        if let Some((name, rest)) = line.split_once(" port listening on ") {
-            let at = rest.split_whitespace().next().unwrap_or_default();
-            ports.insert(name.to_string(), at.to_string());
-        }
-        if line.starts_with("ouch stores:") {
-            regenerated.push(line.clone());
-        }
-        if line == "brokerx ready" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "server did not get ready");
-    }
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = sender.send(line);
-        }
-    });
-    Server {
-        child,
-        address: ports.get("test").cloned().expect("test port"),
-        lines: receiver,
-        ports,
-    }
-}
-
-fn jitter(seed: &mut u64, max_ms: u64) -> Duration {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    Duration::from_millis(20 + *seed % max_ms)
+    let server = common::start(dir, config);
+    regenerated.extend(
+        server
+            .startup
+            .iter()
+            .filter(|line| line.starts_with("ouch stores:"))
+            .cloned(),
+    );
+    server
 }
 
 const USERS: [(&str, &str, u8); 2] = [("ALICE", "alice1", b'S'), ("BOB", "bob1", b'B')];
@@ -246,7 +208,7 @@ fn ouch_stores_survive_kill_9() {
             }));
         }
         // Alternate sells and marketable buys of one share until killed.
-        let deadline = Instant::now() + jitter(&mut seed, 300);
+        let deadline = Instant::now() + jitter(&mut seed, 20, 300);
         let mut i = 0;
         while Instant::now() < deadline {
             for (writer, (_, _, side)) in writers.iter_mut().zip(USERS) {

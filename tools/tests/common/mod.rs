@@ -19,6 +19,8 @@ pub struct Server {
     pub ports: std::collections::BTreeMap<String, String>,
     /// Lines the server printed after `brokerx ready`.
     pub lines: std::sync::mpsc::Receiver<String>,
+    /// Lines it printed before.
+    pub startup: Vec<String>,
 }
 
 /// A test that fails must not leave its server running (it would hold the
@@ -43,9 +45,11 @@ pub fn start(dir: &Path, config: &Path) -> Server {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut address = None;
     let mut ports = std::collections::BTreeMap::new();
+    let mut startup = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     for line in lines.by_ref() {
         let line = line.expect("read stdout");
+        startup.push(line.clone());
         if let Some((name, rest)) = line.split_once(" port listening on ") {
             let at = rest
                 .split_whitespace()
@@ -74,6 +78,7 @@ pub fn start(dir: &Path, config: &Path) -> Server {
         address: address.expect("test port address printed"),
         lines: receiver,
         ports,
+        startup,
     }
 }
 
@@ -241,4 +246,13 @@ pub fn rest_user(http_addr: &str, email: &str, deposit: &str) -> (String, u64) {
     );
     assert_eq!(status, 201, "{body}");
     (token, account)
+}
+
+/// A pseudo-random pause of `min_ms` up to `min_ms + max_ms` (xorshift on
+/// `seed`): the kill tests' seeded moments.
+pub fn jitter(seed: &mut u64, min_ms: u64, max_ms: u64) -> Duration {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    Duration::from_millis(min_ms + *seed % max_ms)
 }
