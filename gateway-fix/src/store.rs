@@ -309,12 +309,16 @@ mod tests {
             s.save(1, b"hello").unwrap();
             s.set_next_sender(2).unwrap();
             s.set_next_target(7).unwrap();
+            s.set_folded(40).unwrap();
+            s.set_folded(39).unwrap(); // never goes back
         }
         {
             let mut s = Store::open(&p).unwrap();
             assert_eq!((s.next_sender(), s.next_target()), (2, 7));
             assert_eq!(s.get(1), Some(b"hello".to_vec()));
+            assert_eq!(s.folded(), 40, "the fold mark survives a reopen");
             s.reset(5).unwrap();
+            assert_eq!(s.folded(), 0, "and a reset");
             s.set_next_sender(3).unwrap();
         }
         let s = Store::open(&p).unwrap();
