@@ -424,7 +424,12 @@ impl OrderBook {
         )
     }
 
-    /// D, F, G, H or q from the counterparty. Other types are not ours.
+    /// D, F, G, H or q from the counterparty (other types are not ours).
+    /// A D, F or G whose ClOrdID was
+    /// seen before is rejected as a duplicate, unless it carries
+    /// PossDupFlag or PossResend (a peer resending what it may have sent
+    /// before a reconnect): that one was processed already and is ignored,
+    /// as FIX prescribes.
     pub fn on_message(&mut self, m: &InboundMessage<'_>, now_ms: i64) -> Step {
         let mut step = match m.msg_type {
             b"D" => self.new_order(m, now_ms),
@@ -511,6 +516,10 @@ impl OrderBook {
         }
         if let Some((reason, why)) = problem {
             let duplicate = reason == b"6";
+            if duplicate && possibly_resent(m) {
+                // A peer resending after a reconnect: already processed.
+                return step;
+            }
             step.replies
                 .push(self.reject_new(&order, reason, &why, now_ms));
             if !duplicate {
@@ -564,6 +573,9 @@ impl OrderBook {
         let orig = m.get(41).unwrap_or_default();
         let cl_text = String::from_utf8_lossy(cl).into_owned();
         if self.cl_ord_ids.contains_key(&cl_text) {
+            if possibly_resent(m) {
+                return step;
+            }
             step.replies.push(self.cancel_reject(
                 cl,
                 orig,
@@ -623,8 +635,10 @@ impl OrderBook {
             this.cancel_reject(cl, orig, order, b"2", reason, why)
         };
         if self.cl_ord_ids.contains_key(&cl_text) {
-            step.replies
-                .push(reject(self, self.target(m), b"6", "duplicate ClOrdID"));
+            if !possibly_resent(m) {
+                step.replies
+                    .push(reject(self, self.target(m), b"6", "duplicate ClOrdID"));
+            }
             return step;
         }
         let Some(order) = self.target(m).filter(|o| o.leaves > 0).cloned() else {
@@ -1295,4 +1309,10 @@ fn parse_order(rest: &str) -> Option<Order> {
         })();
         parsed
     }
+}
+
+/// The message says it may have been sent before (PossDupFlag 43 or
+/// PossResend 97).
+fn possibly_resent(m: &InboundMessage<'_>) -> bool {
+    m.get(43) == Some(b"Y") || m.get(97) == Some(b"Y")
 }

@@ -433,6 +433,29 @@ fn orders_fill_replace_cancel_and_status_between_two_sessions() {
     alice.order("A1", "2", "5", "190.00", "0");
     let m = alice.next_app();
     assert_fields(&m, &[(150, "8"), (39, "8"), (103, "6")]);
+    // The same order resent with PossDupFlag or PossResend (a peer not sure
+    // it was sent before) is ignored: processed already, no reject.
+    let now = format_utc_timestamp(now_ms());
+    for flag in [(43, "Y"), (97, "Y")] {
+        alice.send(
+            "D",
+            &[
+                flag,
+                (122, &now),
+                (11, "A1"),
+                (21, "1"),
+                (55, "AAPL"),
+                (54, "2"),
+                (60, &now),
+                (38, "5"),
+                (40, "2"),
+                (44, "190.00"),
+            ],
+        );
+    }
+    alice.send("1", &[(112, "after-resends")]);
+    let m = alice.recv().expect("the next message");
+    assert_fields(&m, &[(35, "0"), (112, "after-resends")]);
 
     // Unknown symbol.
     let now = format_utc_timestamp(now_ms());
