@@ -12,7 +12,12 @@
 //! - no ClOrdID is accepted twice (no order entered twice on a resend);
 //! - both sides report the same executed quantity (no fill report lost).
 //!
-//! Bounded: 6 kills (`BROKERX_FIX_CRASH_ROUNDS` changes it), loopback only.
+//! Run twice: clients that gap-fill over their own messages on a
+//! ResendRequest, and clients that resend their orders with PossDupFlag as
+//! QuickFIX does (an order processed before the crash must be ignored, not
+//! entered twice or rejected as a duplicate).
+//!
+//! Bounded: 6 kills each (`BROKERX_FIX_CRASH_ROUNDS` changes it), loopback only.
 
 mod common;
 
@@ -116,6 +121,13 @@ struct Client {
     /// In the final full resend: application messages that came again.
     compared: usize,
     logged_on: bool,
+    /// Answer the gateway's ResendRequests by resending our orders with
+    /// PossDupFlag, as QuickFIX does; else by gap-filling over them.
+    resend_orders: bool,
+    /// Our NewOrderSingles by MsgSeqNum, for resending.
+    sent: BTreeMap<u64, Vec<(u32, String)>>,
+    /// Orders resent on the gateway's ResendRequests.
+    resent: usize,
 }
 
 impl Client {
@@ -124,6 +136,7 @@ impl Client {
         user: &'static str,
         password: &'static str,
         side: &'static str,
+        resend_orders: bool,
     ) -> Self {
         Client {
             comp,
@@ -138,13 +151,64 @@ impl Client {
             seen: BTreeMap::new(),
             compared: 0,
             logged_on: false,
+            resend_orders,
+            sent: BTreeMap::new(),
+            resent: 0,
         }
     }
 
     fn send(&mut self, msg_type: &str, fields: &[(u32, String)]) {
         let seq = self.next_out;
         self.next_out += 1;
+        if msg_type == "D" {
+            self.sent.insert(seq, fields.to_vec());
+        }
         self.send_as(seq, msg_type, fields);
+    }
+
+    fn gap_fill(&mut self, from: u64, to: u64) {
+        self.send_as(
+            from,
+            "4",
+            &[
+                (43, "Y".into()),
+                (122, format_utc_timestamp(now_ms())),
+                (123, "Y".into()),
+                (36, to.to_string()),
+            ],
+        );
+    }
+
+    /// Our messages `begin..=end` again: orders with PossDupFlag (when
+    /// resending orders), gap fills over the rest.
+    fn answer_resend(&mut self, begin: u64, end: u64) {
+        let last = self.next_out - 1;
+        let end = if end == 0 || end > last { last } else { end };
+        if !self.resend_orders {
+            self.gap_fill(begin, end + 1);
+            return;
+        }
+        let mut gap = None;
+        for seq in begin..=end {
+            match self.sent.get(&seq).cloned() {
+                Some(fields) => {
+                    if let Some(from) = gap.take() {
+                        self.gap_fill(from, seq);
+                    }
+                    let mut again =
+                        vec![(43, "Y".to_string()), (122, format_utc_timestamp(now_ms()))];
+                    again.extend(fields);
+                    self.send_as(seq, "D", &again);
+                    self.resent += 1;
+                }
+                None => {
+                    gap.get_or_insert(seq);
+                }
+            }
+        }
+        if let Some(from) = gap {
+            self.gap_fill(from, end + 1);
+        }
     }
 
     /// Sends under a given MsgSeqNum (gap fills reuse the gap's first).
@@ -247,18 +311,8 @@ impl Client {
             // The gateway asks for ours: we never resend orders, we gap
             // fill (what it did not take was never acknowledged).
             b"2" => {
-                let begin = number(&body, 7);
-                let next = self.next_out;
-                self.send_as(
-                    begin,
-                    "4",
-                    &[
-                        (43, "Y".into()),
-                        (122, format_utc_timestamp(now_ms())),
-                        (123, "Y".into()),
-                        (36, next.to_string()),
-                    ],
-                );
+                let (begin, end) = (number(&body, 7), number(&body, 16));
+                self.answer_resend(begin, end);
             }
             _ => {}
         }
@@ -368,17 +422,34 @@ impl Client {
 
 #[test]
 fn fix_sessions_survive_kill_9() {
+    survive_kill_9(false);
+}
+
+/// The same, with clients that answer a ResendRequest as QuickFIX does: by
+/// resending their orders with PossDupFlag. An order the gateway had
+/// processed before the crash is ignored, neither entered twice nor
+/// rejected as a duplicate.
+#[test]
+fn fix_sessions_survive_kill_9_with_clients_resending_orders() {
+    survive_kill_9(true);
+}
+
+fn survive_kill_9(resend_orders: bool) {
     let rounds: usize = std::env::var("BROKERX_FIX_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(6);
-    let root = temp_dir("fix-crash");
+    let root = temp_dir(if resend_orders {
+        "fix-crash-resend"
+    } else {
+        "fix-crash"
+    });
     let dir = root.join("data");
     let config = root.join("config.toml");
     std::fs::write(&config, CONFIG).unwrap();
     let mut clients = [
-        Client::new("ALICEFIX", "alice", "alice-fix", "2"),
-        Client::new("BOBFIX", "bob", "bob-fix", "1"),
+        Client::new("ALICEFIX", "alice", "alice-fix", "2", resend_orders),
+        Client::new("BOBFIX", "bob", "bob-fix", "1", resend_orders),
     ];
     let mut seed = 0xf1c5_u64;
     let mut sent = 0;
@@ -415,6 +486,13 @@ fn fix_sessions_survive_kill_9() {
     for client in clients.iter_mut() {
         client.logon(&address);
         client.settle(Duration::from_millis(300));
+    }
+    // Orders resent on logon may trade with the other side's: let those
+    // reports arrive before the checks.
+    for client in clients.iter_mut() {
+        client.settle(Duration::from_millis(300));
+    }
+    for client in clients.iter_mut() {
         let before = client.expected_in;
         client.send("2", &[(7, "1".into()), (16, "0".into())]);
         client.resend_until = Some(before - 1);
@@ -448,6 +526,11 @@ fn fix_sessions_survive_kill_9() {
         let mut quantity = 0;
         for report in &executions {
             let cl_ord_id = field(report, 11).unwrap().to_vec();
+            assert!(
+                !(field(report, 150) == Some(b"8") && field(report, 103) == Some(b"6")),
+                "{}: a resent order rejected as a duplicate: {report:?}",
+                client.comp
+            );
             match field(report, 150) {
                 Some(b"0") => assert!(
                     accepted.insert(cl_ord_id.clone()),
@@ -460,10 +543,11 @@ fn fix_sessions_survive_kill_9() {
             }
         }
         eprintln!(
-            "{}: {} messages, {} orders accepted, {quantity} shares executed",
+            "{}: {} messages, {} orders accepted, {quantity} shares executed, {} orders resent",
             client.comp,
             client.seen.len(),
-            accepted.len()
+            accepted.len(),
+            client.resent
         );
         filled.push(quantity);
     }
