@@ -379,7 +379,6 @@ impl Bridge {
             scratch: None,
             data_dir,
             engine_config,
-            names,
             seeded_through,
             collected: Vec::new(),
             completions: Vec::new(),
@@ -537,7 +536,6 @@ struct Consumer {
     scratch: Option<Engine>,
     data_dir: PathBuf,
     engine_config: EngineConfig,
-    names: BTreeMap<u32, String>,
     /// Outputs of commands up to here are already in the seeded state.
     seeded_through: u64,
     /// Outputs of the command being received that are this bridge's own.
@@ -698,25 +696,15 @@ impl Consumer {
                 }
             }
             let complete_through = if drained { published } else { 0 };
-            // A gap before the first live output: fill it from the journal.
+            // A gap before the first live output (others submitted before
+            // this session was registered): its commands go through the
+            // projection from the journal, as at start, so the store has
+            // them too.
             if let Some(engine) = self.scratch.take() {
                 let first = batch[0].seq;
                 if first > self.seeded_through + 1 {
-                    match scratch_engine(
-                        &self.data_dir,
-                        self.engine_config,
-                        Some(engine),
-                        Some(first - 1),
-                    ) {
-                        Ok(engine) => {
-                            let mut state =
-                                self.bridge.state.write().unwrap_or_else(|e| e.into_inner());
-                            state.seed(&engine, &self.names, crate::time::now_ns());
-                            self.seeded_through = first - 1;
-                        }
-                        Err(e) => {
-                            tracing::error!(gateway = "rest", error = ?e, "rest read model gap fill failed");
-                        }
+                    if let Err(e) = self.catch_up(engine, first - 1) {
+                        tracing::error!(gateway = "rest", error = %e, "rest read model gap fill failed");
                     }
                 }
             }

@@ -6,6 +6,9 @@
 
 mod common;
 
+use brokerx_engine::{
+    AccountId, Command, OrderType, SelfTradePrevention, Side, SymbolId, TimeInForce,
+};
 use common::*;
 use serde_json::json;
 
@@ -84,4 +87,80 @@ fn read_model_and_stream_survive_a_restart() {
     assert_eq!(r.body["positions"][0]["qty"], "10");
     assert_eq!(r.body["positions"][0]["avg_cost"], "190.002");
     drop(h);
+}
+
+/// Commands sequenced after a restart but before the gateway connects (a
+/// gap in what its session receives) go through the projection: a trade
+/// made in the gap by another session for two REST clients shows in their
+/// orders and fill activities, and is in the store, so it is still there
+/// after the next restart.
+#[test]
+fn commands_before_the_gateway_connects_reach_the_read_model() {
+    let h = Harness::start("gap");
+    let (alice, alice_account) = verified_client(&h, "alice@example.com");
+    let (bob, bob_account) = verified_client(&h, "bob@example.com");
+    assert_eq!(deposit(&alice, "5000").status, 201);
+    h.give_shares(bob_account, 0, 50);
+    let dir = h.stop();
+
+    let order = |account: u32, side: Side, qty: u64| Command::NewOrder {
+        account: AccountId(account),
+        symbol: SymbolId(0),
+        side,
+        order_type: OrderType::Limit,
+        tif: TimeInForce::Gtc,
+        price: 1_900_000,
+        qty,
+        self_trade: SelfTradePrevention::AccountDefault,
+        tag: 77,
+    };
+    let h = Harness::open_after(
+        dir,
+        |_| {},
+        true,
+        |_| {},
+        |pipeline| {
+            submit_and_wait(
+                pipeline,
+                &[
+                    order(alice_account, Side::Buy, 10),
+                    order(bob_account, Side::Sell, 4),
+                ],
+            );
+        },
+    );
+    let alice = alice.clone_to(h.addr);
+    let bob = bob.clone_to(h.addr);
+    // A first live output makes the gateway notice the gap.
+    assert_eq!(deposit(&alice, "1").status, 201);
+    let check = |alice: &Client, bob: &Client, after: &str| {
+        let orders = alice.get("/api/v1/orders?status=all").body;
+        let gap = orders["orders"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{after}: {orders}"))
+            .iter()
+            .find(|o| o["limit_price"] == "190.00")
+            .unwrap_or_else(|| panic!("{after}: the gap's order: {orders}"));
+        assert_eq!(
+            (&gap["status"], &gap["filled_qty"]),
+            (&json!("partially_filled"), &json!("4")),
+            "{after}: {gap}"
+        );
+        for (client, who) in [(alice, "alice"), (bob, "bob")] {
+            let fills = client.get("/api/v1/activities?type=FILL").body;
+            assert_eq!(
+                fills["activities"].as_array().unwrap().len(),
+                1,
+                "{after}: {who}'s fill activity: {fills}"
+            );
+        }
+    };
+    check(&alice, &bob, "after the gap");
+    let dir = h.stop();
+    let h = Harness::open(dir, |_| {}, true);
+    check(
+        &alice.clone_to(h.addr),
+        &bob.clone_to(h.addr),
+        "after another restart",
+    );
 }

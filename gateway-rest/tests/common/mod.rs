@@ -100,10 +100,23 @@ impl Harness {
         bootstrap: bool,
         pipeline_tweak: impl FnOnce(&mut PipelineConfig),
     ) -> Harness {
+        Harness::open_after(dir, tweak, bootstrap, pipeline_tweak, |_| {})
+    }
+
+    /// Like [`Harness::open_full`], running `before_gateway` on the started
+    /// pipeline before the gateway connects to it.
+    pub fn open_after(
+        dir: PathBuf,
+        tweak: impl FnOnce(&mut RestConfig),
+        bootstrap: bool,
+        pipeline_tweak: impl FnOnce(&mut PipelineConfig),
+        before_gateway: impl FnOnce(&Pipeline),
+    ) -> Harness {
         let mut pipeline_config = PipelineConfig::new(dir.clone());
         pipeline_config.durable = false;
         pipeline_tweak(&mut pipeline_config);
         let pipeline = Arc::new(Pipeline::start(pipeline_config, EngineConfig::default()).unwrap());
+        before_gateway(&pipeline);
         let mut config = config(&dir);
         tweak(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -131,21 +144,7 @@ impl Harness {
 
     /// Submits operator commands directly to the pipeline and waits.
     pub fn engine(&self, commands: &[Command]) {
-        let (submitter, handle) = self.pipeline.connect(&[], false);
-        for command in commands {
-            submitter.submit(*command).unwrap();
-        }
-        let mut done = 0;
-        while done < commands.len() {
-            let output = handle
-                .receiver
-                .recv_timeout(Duration::from_secs(10))
-                .expect("engine reply");
-            if output.last {
-                done += 1;
-            }
-        }
-        self.pipeline.disconnect(handle.id);
+        submit_and_wait(&self.pipeline, commands);
         // Let the gateway's bridge fold the events in.
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -484,4 +483,24 @@ impl Ws {
     pub fn set_timeout(&self, timeout: Duration) {
         self.stream.set_read_timeout(Some(timeout)).unwrap();
     }
+}
+
+/// Submits `commands` through a session of their own and waits until the
+/// engine has answered each.
+pub fn submit_and_wait(pipeline: &Pipeline, commands: &[Command]) {
+    let (submitter, handle) = pipeline.connect(&[], false);
+    for command in commands {
+        submitter.submit(*command).unwrap();
+    }
+    let mut done = 0;
+    while done < commands.len() {
+        let output = handle
+            .receiver
+            .recv_timeout(Duration::from_secs(10))
+            .expect("engine reply");
+        if output.last {
+            done += 1;
+        }
+    }
+    pipeline.disconnect(handle.id);
 }
