@@ -1179,6 +1179,24 @@ fn an_immediate_logon_after_a_drop_is_answered() {
     assert_fields(&alice.next_app(), &[(150, "0"), (11, "S1")]);
 }
 
+/// Connects as ALICE and sends a Logon with MsgSeqNum `seq` and
+/// NextExpectedMsgSeqNum `next_expected`.
+fn logon_expecting(addr: SocketAddr, seq: u64, next_expected: &str) -> Client {
+    let mut alice = Client::connect(addr, "ALICE");
+    alice.seq = seq;
+    alice.send(
+        "A",
+        &[
+            (98, "0"),
+            (108, "30"),
+            (553, "alice"),
+            (554, "alice-pw"),
+            (789, next_expected),
+        ],
+    );
+    alice
+}
+
 /// NextExpectedMsgSeqNum (789) on Logon: the gateway answers with its own
 /// 789 and resends what the peer says it has not had, without waiting for
 /// a ResendRequest; a 789 beyond what it has sent ends the session.
@@ -1199,18 +1217,7 @@ fn next_expected_msg_seq_num_on_logon() {
     drop(alice);
 
     // Back, saying it has nothing from us after MsgSeqNum 0.
-    let mut alice = Client::connect(stack.addr, "ALICE");
-    alice.seq = seq;
-    alice.send(
-        "A",
-        &[
-            (98, "0"),
-            (108, "30"),
-            (553, "alice"),
-            (554, "alice-pw"),
-            (789, "1"),
-        ],
-    );
+    let mut alice = logon_expecting(stack.addr, seq, "1");
     let logon = alice.recv().expect("Logon");
     assert_fields(
         &logon,
@@ -1235,18 +1242,7 @@ fn next_expected_msg_seq_num_on_logon() {
     // Back with a gap in its own messages (two lost): the gateway's 789 is
     // the first it misses and it waits for the peer's resend instead of
     // asking; a TestRequest after the Logon waits for the gap too.
-    let mut alice = Client::connect(stack.addr, "ALICE");
-    alice.seq = seq + 2;
-    alice.send(
-        "A",
-        &[
-            (98, "0"),
-            (108, "30"),
-            (553, "alice"),
-            (554, "alice-pw"),
-            (789, "5"),
-        ],
-    );
+    let mut alice = logon_expecting(stack.addr, seq + 2, "5");
     let logon = alice.recv().expect("Logon");
     assert_fields(&logon, &[(35, "A"), (789, &seq.to_string())]);
     alice.send("1", &[(112, "queued")]);
@@ -1262,18 +1258,7 @@ fn next_expected_msg_seq_num_on_logon() {
     drop(alice);
 
     // A 789 beyond the next MsgSeqNum the gateway sends: Logout, closed.
-    let mut alice = Client::connect(stack.addr, "ALICE");
-    alice.seq = seq;
-    alice.send(
-        "A",
-        &[
-            (98, "0"),
-            (108, "30"),
-            (553, "alice"),
-            (554, "alice-pw"),
-            (789, "99"),
-        ],
-    );
+    let mut alice = logon_expecting(stack.addr, seq, "99");
     let logout = alice.recv().expect("Logout");
     assert_eq!(logout[&35], "5", "{logout:?}");
     assert!(logout[&58].contains("789"), "{logout:?}");
