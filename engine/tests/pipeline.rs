@@ -362,11 +362,12 @@ fn a_session_cut_off_and_reconnected_gets_its_own_outputs_again_and_the_gap_from
 }
 
 #[test]
-fn fills_reach_the_resting_order_owner_subscribed_to_its_account() {
+fn fills_reach_the_resting_order_owner_subscribed_to_its_account_and_each_copy_marks_its_last() {
     let dir = temp_dir("routing");
     let pipeline = Pipeline::start(config(&dir), EngineConfig::default()).unwrap();
     drive(&pipeline, &setup_commands());
     let (_maker_session, maker) = pipeline.connect(&[AccountId(1)], false);
+    let (_feed_session, feed) = pipeline.connect(&[], true);
     drive(
         &pipeline,
         &[Command::NewOrder {
@@ -381,7 +382,7 @@ fn fills_reach_the_resting_order_owner_subscribed_to_its_account() {
             tag: 1,
         }],
     );
-    drive(
+    let taker = drive(
         &pipeline,
         &[Command::NewOrder {
             account: AccountId(2),
@@ -395,21 +396,41 @@ fn fills_reach_the_resting_order_owner_subscribed_to_its_account() {
             tag: 2,
         }],
     );
-    let mut got_trade = false;
-    while let Ok(output) = maker.receiver.recv_timeout(Duration::from_secs(5)) {
-        assert!(!output.own);
-        got_trade |= matches!(
-            output.event,
+    // Each session's copies of the taker's command end with `last` on the
+    // final one it gets: the maker gets a subset, the feed all of them.
+    let seq = taker[0].seq;
+    let copies = |handle: &brokerx_engine::pipeline::SessionHandle| {
+        let mut got = Vec::new();
+        while let Ok(output) = handle.receiver.recv_timeout(Duration::from_secs(5)) {
+            assert!(!output.own);
+            if output.seq == seq {
+                got.push(output);
+                if output.last {
+                    break;
+                }
+            }
+        }
+        got
+    };
+    let maker_copies = copies(&maker);
+    assert!(
+        maker_copies.iter().any(|o| matches!(
+            o.event,
             Event::Trade {
                 maker_account: AccountId(1),
                 ..
             }
-        );
-        if got_trade {
-            break;
-        }
+        )),
+        "the maker's session hears of its fill"
+    );
+    assert!(maker_copies.len() < taker.len(), "the maker gets a subset");
+    let feed_copies = copies(&feed);
+    assert_eq!(feed_copies.len(), taker.len(), "the feed gets them all");
+    for got in [&maker_copies, &feed_copies] {
+        let flags: Vec<bool> = got.iter().map(|o| o.last).collect();
+        assert_eq!(flags.iter().filter(|l| **l).count(), 1, "{flags:?}");
+        assert!(flags.last().copied().unwrap_or(false), "{flags:?}");
     }
-    assert!(got_trade, "the maker's session hears of its fill");
 }
 
 /// Live run with several producers, then replay of the journal: identical

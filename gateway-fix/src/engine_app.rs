@@ -590,9 +590,9 @@ struct Cursor {
     /// Outputs of `seq` received so far (a subscription can be cut off in
     /// the middle of a command's outputs).
     seen: u32,
-    /// The first outputs of a command whose other outputs may still be on
-    /// their way: folded with the rest, so that the order journal's and
-    /// the store's fold marks always fall between commands.
+    /// The first outputs of a command whose `last` output has not come
+    /// yet: folded with the rest, so that the order journal's and the
+    /// store's fold marks always fall between commands.
     held: Vec<Output>,
 }
 
@@ -645,47 +645,12 @@ fn event_loop(
         if md_alive {
             select.recv(&feed.handle.receiver);
         }
-        // Sleep until some session has output; then serve all of them. A
-        // command held back waits for the engine to finish handing it over,
-        // a matter of microseconds: look again soon.
-        let holding = cursors.iter().any(|c| !c.held.is_empty());
-        let wait = if holding {
-            Duration::from_micros(50)
-        } else {
-            Duration::from_millis(100)
-        };
-        if select.ready_timeout(wait).is_err() {
-            if holding {
-                let published = context
-                    .pipeline
-                    .stats()
-                    .published_seq
-                    .load(Ordering::Acquire);
-                for (i, (session, handle)) in per.iter().enumerate() {
-                    if !cursors[i].held.is_empty() && handle.receiver.is_empty() {
-                        serve(
-                            session,
-                            &mut batch,
-                            &mut cursors[i],
-                            sessions,
-                            stats,
-                            published,
-                        );
-                    }
-                }
-            }
+        // Sleep until some session has output; then serve all of them.
+        if select.ready_timeout(Duration::from_millis(100)).is_err() {
             continue;
         }
-        // Read before the queues are drained: every output of the commands
-        // up to it is then in hand once a queue is found empty.
-        let published = context
-            .pipeline
-            .stats()
-            .published_seq
-            .load(Ordering::Acquire);
         for i in index {
             let mut cut = false;
-            let mut complete_through = 0;
             let (session, handle) = &per[i];
             loop {
                 match handle.receiver.try_recv() {
@@ -695,10 +660,7 @@ fn event_loop(
                             break;
                         }
                     }
-                    Err(TryRecvError::Empty) => {
-                        complete_through = published;
-                        break;
-                    }
+                    Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         alive[i] = false;
                         if let Some(reason) = handle.cut_reason() {
@@ -722,14 +684,7 @@ fn event_loop(
                 {
                     batch.clear();
                 } else {
-                    serve(
-                        session,
-                        &mut batch,
-                        &mut cursors[i],
-                        sessions,
-                        stats,
-                        complete_through,
-                    );
+                    serve(session, &mut batch, &mut cursors[i], sessions, stats);
                 }
             }
             if cut {
@@ -940,16 +895,14 @@ fn reattach_market_data(context: &EventContext, feed: &mut MdFeed) -> Result<(),
 }
 
 /// Turns one session's outputs into reports, journals and sends them.
-/// `complete_through`: every output of the commands up to it has been
-/// received; the outputs of a later last command are held until the rest
-/// of it comes (or it is known whole).
+/// The outputs of a last command whose `last` output has not come yet are
+/// held until the rest of it comes.
 fn serve(
     session: &PerSession,
     batch: &mut Vec<Output>,
     cursor: &mut Cursor,
     sessions: &Sessions,
     stats: &EngineAppStats,
-    complete_through: u64,
 ) {
     if !cursor.held.is_empty() {
         let mut outputs = std::mem::take(&mut cursor.held);
@@ -959,7 +912,7 @@ fn serve(
     let Some(last) = batch.last().copied() else {
         return;
     };
-    if last.seq > complete_through && !(last.own && last.last) {
+    if !last.last {
         let from = batch.partition_point(|o| o.seq < last.seq);
         cursor.held = batch.split_off(from);
         if batch.is_empty() {

@@ -606,12 +606,12 @@ impl Consumer {
                     });
                 }
                 if outputs.len() >= 4096 {
-                    self.process(&mut outputs, command.seq);
+                    self.process(&mut outputs);
                 }
             },
         )
         .map_err(|e| format!("journal replay: {e}"))?;
-        self.process(&mut outputs, until);
+        self.process(&mut outputs);
         self.forget_unsubmitted_intents();
         self.bridge.db.flush_blocking();
         tracing::info!(
@@ -626,41 +626,21 @@ impl Consumer {
 
     fn run(mut self) {
         let mut batch: Vec<Output> = Vec::with_capacity(1024);
-        let pipeline = self.bridge.pipeline.clone();
-        let stats = pipeline.stats();
         loop {
             if self.bridge.stop.load(Ordering::Acquire) {
                 // What is queued, and the writes of its last command if
                 // it is whole, go to the store before the thread ends.
-                let published = stats.published_seq.load(Ordering::Acquire);
                 batch.extend(self.handle.receiver.try_iter());
-                self.process(&mut batch, published);
+                self.process(&mut batch);
                 break;
             }
             if self.bridge.paused.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
-            // Held writes wait for the engine to finish handing over their
-            // command, which is a matter of microseconds: look again soon.
-            let wait = if self.held.is_empty() { 50 } else { 1 };
-            match self
-                .handle
-                .receiver
-                .recv_timeout(Duration::from_millis(wait))
-            {
+            match self.handle.receiver.recv_timeout(Duration::from_millis(50)) {
                 Ok(output) => batch.push(output),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    // Idle: the held writes of the last command go out
-                    // once the engine has handed over all of its outputs.
-                    if !self.held.is_empty() {
-                        let published = stats.published_seq.load(Ordering::Acquire);
-                        if self.handle.receiver.is_empty() {
-                            self.process(&mut batch, published);
-                        }
-                    }
-                    continue;
-                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                     if self.bridge.stop.load(Ordering::Acquire) {
                         break;
@@ -682,20 +662,12 @@ impl Consumer {
                     }
                 }
             }
-            // Read before the queue is found empty: every output of the
-            // commands up to it is then in hand.
-            let published = stats.published_seq.load(Ordering::Acquire);
-            let mut drained = false;
             while batch.len() < 1024 {
                 match self.handle.receiver.try_recv() {
                     Ok(output) => batch.push(output),
-                    Err(_) => {
-                        drained = true;
-                        break;
-                    }
+                    Err(_) => break,
                 }
             }
-            let complete_through = if drained { published } else { 0 };
             // A gap before the first live output (others submitted before
             // this session was registered): its commands go through the
             // projection from the journal, as at start, so the store has
@@ -708,25 +680,26 @@ impl Consumer {
                     }
                 }
             }
-            self.process(&mut batch, complete_through);
+            self.process(&mut batch);
         }
     }
 
     /// Folds outputs into the read model, writes and streams what they
     /// change, then answers the requests they complete.
     ///
-    /// `complete_through`: every output of the commands up to it has been
-    /// received (by this batch or earlier). The store's writes go out whole
-    /// commands at a time with a watermark after them; those of a command
-    /// that may still have outputs to come wait for the rest.
-    fn process(&mut self, batch: &mut Vec<Output>, complete_through: u64) {
+    /// The store's writes go out whole commands at a time with a watermark
+    /// after them; those of a command whose `last` output has not come yet
+    /// wait for the rest.
+    fn process(&mut self, batch: &mut Vec<Output>) {
+        // Whether the last command received has had its `last` output (a
+        // command held from before is not, until more of it comes).
+        let mut command_whole = self.held.is_empty();
         let mut effects = Effects {
             writes: std::mem::take(&mut self.held),
             ..Effects::default()
         };
         // Where the writes of the last command received begin.
         let mut last_command_writes = 0;
-        let mut last_was_own_last = false;
         {
             let mut state = self.bridge.state.write().unwrap_or_else(|e| e.into_inner());
             state.render_alpaca = self.bridge.alpaca_listeners.load(Ordering::Acquire) > 0;
@@ -741,7 +714,7 @@ impl Consumer {
                 } else {
                     self.index_in_command += 1;
                 }
-                last_was_own_last = output.own && output.last;
+                command_whole = output.last;
                 if output.seq > self.seeded_through {
                     state.apply(&output, self.index_in_command, &mut effects);
                 }
@@ -758,7 +731,7 @@ impl Consumer {
                 }
             }
         }
-        if last_was_own_last || self.current_seq <= complete_through {
+        if command_whole {
             self.done_through = self.done_through.max(self.current_seq);
         } else {
             self.held = effects.writes.split_off(last_command_writes);
@@ -854,7 +827,7 @@ impl Consumer {
         .map_err(|e| format!("journal replay: {e}"))?;
         self.handle = handle;
         let rebuilt = outputs.len();
-        self.process(&mut outputs, until);
+        self.process(&mut outputs);
         tracing::warn!(
             gateway = "rest",
             seq = until,

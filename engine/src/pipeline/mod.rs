@@ -161,11 +161,6 @@ pub struct PipelineStats {
     /// batch awaits its fsync).
     pub sequenced_seq: AtomicU64,
     pub durable_seq: AtomicU64,
-    /// The last sequence number whose outputs have all been handed to
-    /// every consumer (stored after the hand-off, with Release): a consumer
-    /// that reads it, then finds its queue empty, has every output of the
-    /// commands up to it.
-    pub published_seq: AtomicU64,
     pub events: AtomicU64,
     pub consumers_cut_off: AtomicU64,
     pub snapshots: AtomicU64,
@@ -196,7 +191,6 @@ impl Default for PipelineStats {
             busy_rejections: AtomicU64::new(0),
             sequenced_seq: AtomicU64::new(0),
             durable_seq: AtomicU64::new(0),
-            published_seq: AtomicU64::new(0),
             events: AtomicU64::new(0),
             consumers_cut_off: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
@@ -324,10 +318,6 @@ impl Pipeline {
         shared
             .stats
             .durable_seq
-            .store(recovered.last_seq, Ordering::Release);
-        shared
-            .stats
-            .published_seq
             .store(recovered.last_seq, Ordering::Release);
         shared
             .stats
@@ -648,10 +638,6 @@ fn engine_loop(shared: Arc<Shared>, mut state: LoopState) -> Result<Finished, Jo
             start = item.events_end;
         }
         router.flush_inline();
-        shared
-            .stats
-            .published_seq
-            .store(state.seq, Ordering::Release);
         shared
             .stats
             .events

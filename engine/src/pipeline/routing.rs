@@ -23,7 +23,10 @@ pub struct Output {
     pub event: Event,
     /// The receiving session sent that command.
     pub own: bool,
-    /// The last event of that command (set on the sender's copy).
+    /// The last event of that command this session receives: the
+    /// command's last on the sender's copy (which gets them all), the last
+    /// one routed to it on any other session's. A consumer that has seen
+    /// it has all of the command's outputs it will get.
     pub last: bool,
 }
 
@@ -151,6 +154,10 @@ pub(crate) struct Router {
     everything: Vec<SessionId>,
     cut_off: u64,
     targets: Vec<SessionId>,
+    /// While a command is published: each non-sender target's latest
+    /// output, sent when its next one comes or, flagged `last`, at the
+    /// command's end.
+    pending: Vec<(SessionId, Output)>,
     inline: Vec<Arc<dyn InlineConsumer>>,
 }
 
@@ -237,10 +244,22 @@ impl Router {
             self.targets.dedup();
             let mut targets = std::mem::take(&mut self.targets);
             for target in targets.drain(..).filter(|t| *t != origin) {
-                self.send(target, output);
+                match self.pending.iter().position(|(t, _)| *t == target) {
+                    Some(at) => {
+                        let previous = std::mem::replace(&mut self.pending[at].1, output);
+                        self.send(target, previous);
+                    }
+                    None => self.pending.push((target, output)),
+                }
             }
             self.targets = targets;
         }
+        let mut pending = std::mem::take(&mut self.pending);
+        for (target, mut output) in pending.drain(..) {
+            output.last = true;
+            self.send(target, output);
+        }
+        self.pending = pending;
     }
 
     fn send(&mut self, target: SessionId, output: Output) {
