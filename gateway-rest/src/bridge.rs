@@ -475,9 +475,7 @@ impl Bridge {
     /// Forgets a recorded client order id whose command was never
     /// submitted.
     pub fn forget_intent(&self, tag: u64) {
-        self.db.send(move |c| {
-            let _ = c.execute("DELETE FROM order_intents WHERE tag = ?1", [tag as i64]);
-        });
+        write_all(&self.db, vec![Write::IntentDone { tag }]);
     }
 
     /// Submits `command` and waits for all of its events.
