@@ -5,7 +5,9 @@
 
 use crate::flow::{Action, Book, Flow};
 use crate::measure::{Outcome, CANCEL, MARKETABLE};
-use crate::stream::{format_id, lock, parse_id, Current, Session, Surface, Writer};
+use crate::stream::{
+    fail, format_id, lock, parse_id, read_some, Current, Session, Surface, Writer,
+};
 use brokerx_gateway_fix::codec::{self, Field, Frame};
 use brokerx_gateway_fix::dictionary::format_utc_timestamp;
 use brokerx_gateway_fix::orders::{format_price, parse_price};
@@ -177,13 +179,6 @@ pub fn connect(
     })
 }
 
-fn fail(current: &Current, text: String) {
-    if let Some(tracker) = lock(current).clone() {
-        tracker.failures.fetch_add(1, Ordering::Relaxed);
-        tracker.note_error(text);
-    }
-}
-
 fn read_loop(
     mut stream: TcpStream,
     mut buffer: Vec<u8>,
@@ -221,25 +216,9 @@ fn read_loop(
                 let _ = writer.send(&bytes);
             }
         }
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                if !stop.load(Ordering::Relaxed) {
-                    fail(current, "FIX: connection closed by the server".into());
-                }
-                return;
-            }
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => {
-                if !stop.load(Ordering::Relaxed) {
-                    fail(current, format!("FIX: read: {e}"));
-                }
-                return;
-            }
+        match read_some(&mut stream, &mut chunk, "FIX", current, stop) {
+            Some(n) => buffer.extend_from_slice(&chunk[..n]),
+            None => return,
         }
     }
 }

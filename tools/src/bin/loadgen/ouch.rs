@@ -3,7 +3,9 @@
 
 use crate::flow::{Action, Book, Flow};
 use crate::measure::{Outcome, MARKETABLE};
-use crate::stream::{format_id, lock, parse_id, Current, Session, Surface, Writer};
+use crate::stream::{
+    fail, format_id, lock, parse_id, read_some, Current, Session, Surface, Writer,
+};
 use brokerx_gateway_ouch::codec::{
     alpha, CancelOrder, EnterOrder, Inbound, Outbound, ReplaceOrder, TIF_SYSTEM_HOURS,
 };
@@ -161,33 +163,10 @@ fn read_loop(
                 }
             }
         }
-        match stream.read(&mut buffer) {
-            Ok(0) => {
-                if !stop.load(Ordering::Relaxed) {
-                    fail(current, "OUCH: connection closed by the server".into());
-                }
-                return;
-            }
-            Ok(n) => decoder.feed(&buffer[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => {
-                if !stop.load(Ordering::Relaxed) {
-                    fail(current, format!("OUCH: read: {e}"));
-                }
-                return;
-            }
+        match read_some(&mut stream, &mut buffer, "OUCH", current, stop) {
+            Some(n) => decoder.feed(&buffer[..n]),
+            None => return,
         }
-    }
-}
-
-fn fail(current: &Current, text: String) {
-    if let Some(tracker) = lock(current).clone() {
-        tracker.failures.fetch_add(1, Ordering::Relaxed);
-        tracker.note_error(text);
     }
 }
 

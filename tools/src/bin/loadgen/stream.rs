@@ -6,7 +6,7 @@
 use crate::flow::{Action, Book, Flow};
 use crate::measure::Tracker;
 use crate::progress::Progress;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +15,45 @@ use std::time::{Duration, Instant};
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts a failure against the phase being measured, if any.
+pub fn fail(current: &Current, text: String) {
+    if let Some(tracker) = lock(current).clone() {
+        tracker.failures.fetch_add(1, Ordering::Relaxed);
+        tracker.note_error(text);
+    }
+}
+
+/// One read on a session's socket: `Some(n)` bytes (0 after a read
+/// timeout), `None` once the connection is over (a failure of `surface`
+/// unless the run is stopping).
+pub fn read_some(
+    stream: &mut TcpStream,
+    into: &mut [u8],
+    surface: &str,
+    current: &Current,
+    stop: &AtomicBool,
+) -> Option<usize> {
+    let failed = |text: String| {
+        if !stop.load(Ordering::Relaxed) {
+            fail(current, text);
+        }
+        None
+    };
+    match stream.read(into) {
+        Ok(0) => failed(format!("{surface}: connection closed by the server")),
+        Ok(n) => Some(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Some(0)
+        }
+        Err(e) => failed(format!("{surface}: read: {e}")),
+    }
 }
 
 /// The sending half of a session.
